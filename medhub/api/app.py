@@ -1,0 +1,19 @@
+"""Assemble the FastAPI application from its routers."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from medhub import __version__
+from medhub.api import fhir_routes, health
+from medhub.api.deps import ApiContext
+from medhub.api.outcomes import install_error_handlers
+
+
+def create_app(context: ApiContext) -> FastAPI:
+    app = FastAPI(title="medhub", version=__version__, docs_url="/docs", redoc_url=None)
+    app.state.context = context
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(fhir_routes.router)
+    return app

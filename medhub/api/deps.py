@@ -1,0 +1,38 @@
+"""What the routes get from the composition root, as typed FastAPI dependencies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+
+from medhub.fhir.store import ResourceStore
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentHealth:
+    """The state of one configured component, as ``/health`` reports it."""
+
+    status: Literal["up", "down", "disabled"]
+    detail: str = ""
+
+
+HealthCheck = Callable[[], ComponentHealth]
+
+
+@dataclass
+class ApiContext:
+    """Everything the HTTP API needs, wired by :mod:`medhub.cli`."""
+
+    store: ResourceStore
+    health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+
+
+def get_context(request: Request) -> ApiContext:
+    context: ApiContext = request.app.state.context
+    return context
+
+
+ContextDep = Annotated[ApiContext, Depends(get_context)]

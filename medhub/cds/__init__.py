@@ -1,0 +1,1 @@
+"""Clinical decision support: vital-sign detection, NEWS2, alerts and medication safety."""

@@ -1,0 +1,188 @@
+"""The ``medhub`` command and the composition root: the one place that reads settings
+and wires stores, services and transports together.
+
+Commands: ``serve`` (HTTP API and MLLP listener in one process), ``migrate``
+(bring the database schema up to date), ``hl7 send`` (send ER7 files over MLLP
+and print each ACK).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+import uvicorn
+
+from medhub.adapters.mllp_client import MllpClient, split_messages
+from medhub.adapters.mllp_server import MllpServer, MllpServerConfig
+from medhub.api.app import create_app
+from medhub.api.deps import ApiContext, ComponentHealth
+from medhub.config import Settings
+from medhub.db.engine import make_engine
+from medhub.errors import MedhubError
+from medhub.fhir.sql_store import SqlResourceStore, utc_now
+from medhub.hl7.inbound import Hl7Inbound
+from medhub.hl7.sql_units import sql_inbound_units
+from medhub.logs import configure_logging
+from medhub.migrations import upgrade
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Components:
+    """Everything ``serve`` runs, built from settings."""
+
+    settings: Settings
+    store: SqlResourceStore
+    inbound: Hl7Inbound
+    mllp: MllpServer | None
+
+
+def build(settings: Settings) -> Components:
+    engine = make_engine(settings.database_url.get_secret_value(), echo=settings.database_echo)
+    store = SqlResourceStore(engine, clock=utc_now)
+    inbound = Hl7Inbound(sql_inbound_units(store), clock=utc_now)
+    mllp = None
+    if settings.mllp.enabled:
+        mllp = MllpServer(
+            MllpServerConfig(
+                host=settings.mllp.host,
+                port=settings.mllp.port,
+                max_frame_bytes=settings.mllp.max_frame_bytes,
+                idle_timeout_seconds=settings.mllp.idle_timeout_seconds,
+            ),
+            handler=inbound.handle,
+            on_oversize=lambda head, error, peer: inbound.reject(head, error, peer),
+        )
+    return Components(settings, store, inbound, mllp)
+
+
+def _database_health(store: SqlResourceStore) -> ComponentHealth:
+    try:
+        store.ping()
+    except MedhubError as exc:
+        return ComponentHealth("down", exc.message)
+    return ComponentHealth("up", store.engine.dialect.name)
+
+
+def api_context(components: Components) -> ApiContext:
+    settings = components.settings
+    mllp = components.mllp
+
+    def mllp_health() -> ComponentHealth:
+        if mllp is None:
+            return ComponentHealth("disabled")
+        try:
+            return ComponentHealth("up", f"port {mllp.port}")
+        except RuntimeError:
+            return ComponentHealth("down", "not listening")
+
+    checks = {"database": lambda: _database_health(components.store), "mllp": mllp_health}
+    for name, url in (
+        ("amqp", settings.amqp_url),
+        ("mqtt", settings.mqtt_url),
+        ("mongodb", settings.mongodb_url),
+    ):
+        if url is None:
+            checks[name] = lambda: ComponentHealth("disabled", "no URL configured")
+    return ApiContext(store=components.store, health_checks=checks)
+
+
+async def serve(settings: Settings) -> None:
+    components = build(settings)
+    if settings.auto_migrate:
+        await asyncio.to_thread(upgrade, components.store.engine)
+    app = create_app(api_context(components))
+    config = uvicorn.Config(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+    )
+    server = uvicorn.Server(config)
+    if components.mllp is not None:
+        await components.mllp.start()
+    log.info("medhub.started", settings=settings.redacted())
+    try:
+        await server.serve()
+    finally:
+        if components.mllp is not None:
+            await components.mllp.close()
+        components.store.close()
+        log.info("medhub.stopped")
+
+
+def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings))
+    return 0
+
+
+def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    engine = make_engine(settings.database_url.get_secret_value())
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    log.info("medhub.migrated", database=settings.redacted()["database_url"])
+    return 0
+
+
+def _cmd_hl7_send(settings: Settings, args: argparse.Namespace) -> int:
+    port = args.port or settings.mllp.port
+    failures = 0
+    with MllpClient(args.host, port, timeout=args.timeout) as client:
+        for path in args.files:
+            for message in split_messages(Path(path).read_bytes()):
+                ack = client.send(message)
+                text = ack.decode("utf-8", errors="replace")
+                print(text.replace("\r", "\n"))
+                if "MSA|AA" not in text and "MSA|CA" not in text:
+                    failures += 1
+    return 1 if failures else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="medhub", description=__doc__.splitlines()[0])
+    commands = root.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the HTTP API and the MLLP listener").set_defaults(
+        handler=_cmd_serve
+    )
+    commands.add_parser("migrate", help="create or upgrade the database schema").set_defaults(
+        handler=_cmd_migrate
+    )
+    hl7 = commands.add_parser("hl7", help="HL7 v2 tools").add_subparsers(
+        dest="hl7_command", required=True
+    )
+    send = hl7.add_parser("send", help="send ER7 files over MLLP and print the ACKs")
+    send.add_argument("files", nargs="+", help="files with one or more ER7 messages")
+    send.add_argument("--host", default="127.0.0.1")
+    send.add_argument("--port", type=int, default=None, help="default: MEDHUB_MLLP_PORT")
+    send.add_argument("--timeout", type=float, default=30.0)
+    send.set_defaults(handler=_cmd_hl7_send)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        code: int = args.handler(settings, args)
+    except MedhubError as exc:
+        print(f"medhub: {exc.message}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""medhub settings: one ``Settings`` object, read only by the composition root.
+
+Values come, highest priority first, from ``MEDHUB_*`` environment variables
+(nested parts with ``__``, e.g. ``MEDHUB_MLLP__PORT``; the flat aliases the
+README lists, such as ``MEDHUB_MLLP_PORT``, also work), then from an optional
+TOML file named by ``MEDHUB_CONFIG_FILE``, then the defaults here. Credentials
+are ``SecretStr`` so they never appear in ``repr``, logs or ``/health``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_VAR_DIR = Path("var")
+
+
+def default_database_url(var_dir: Path = DEFAULT_VAR_DIR) -> str:
+    """The embedded default: a SQLite file under ``./var/``."""
+    return f"sqlite:///{var_dir / 'medhub.db'}"
+
+
+class HttpSettings(BaseModel):
+    """The FastAPI server (FHIR API, JSON API, health, metrics)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class MllpSettings(BaseModel):
+    """The HL7 v2 MLLP listener (HL7 v2.5.1 Appendix C, MLLP release 2)."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"
+    port: int = Field(default=2575, ge=0, le=65535)
+    max_frame_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    strict_duplicates: bool = True
+
+
+class Settings(BaseSettings):
+    """Everything that can be configured; see the README's configuration table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDHUB_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    database_url: SecretStr = Field(
+        default_factory=lambda: SecretStr(default_database_url()),
+        description="SQLAlchemy URL of the resource store (may hold a password).",
+    )
+    database_echo: bool = False
+    auto_migrate: bool = True
+    var_dir: Path = DEFAULT_VAR_DIR
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    mllp: MllpSettings = Field(default_factory=MllpSettings)
+    http_port: int | None = Field(
+        default=None, validation_alias=AliasChoices("MEDHUB_HTTP_PORT", "http_port")
+    )
+    mllp_port: int | None = Field(
+        default=None, validation_alias=AliasChoices("MEDHUB_MLLP_PORT", "mllp_port")
+    )
+    amqp_url: SecretStr | None = None
+    mqtt_url: SecretStr | None = None
+    mongodb_url: SecretStr | None = None
+    jwt_secret: SecretStr | None = None
+
+    def model_post_init(self, __context: Any) -> None:
+        """Fold the flat ``MEDHUB_HTTP_PORT`` / ``MEDHUB_MLLP_PORT`` into the nested parts."""
+        if self.http_port is not None:
+            self.http = self.http.model_copy(update={"port": self.http_port})
+        if self.mllp_port is not None:
+            self.mllp = self.mllp.model_copy(update={"port": self.mllp_port})
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Environment over TOML file over defaults."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("MEDHUB_CONFIG_FILE")
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        sources.append(file_secret_settings)
+        return tuple(sources)
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict safe to log: secrets and URL passwords masked."""
+        data = self.model_dump(mode="json", exclude={"http_port", "mllp_port"})
+        for key, value in list(data.items()):
+            secret = getattr(self, key, None)
+            if isinstance(secret, SecretStr):
+                data[key] = redact_url(secret.get_secret_value())
+            elif value is None:
+                data[key] = None
+        return data
+
+
+def redact_url(url: str) -> str:
+    """Mask the password of a URL (``scheme://user:***@host``); other text is masked whole."""
+    if "://" not in url:
+        return "**********"
+    scheme, rest = url.split("://", 1)
+    if "@" not in rest:
+        return url
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"

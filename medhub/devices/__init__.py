@@ -1,0 +1,1 @@
+"""Device registry, payload schemas, Modbus register maps and serial line parsers."""

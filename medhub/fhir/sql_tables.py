@@ -1,0 +1,118 @@
+"""Tables of the SQL resource store: current versions, full history, search indexes.
+
+``fhir_resource`` holds the head version of each resource (and the deleted
+marker), ``fhir_resource_history`` every version ever stored. The four
+``fhir_idx_*`` tables hold the entries of :mod:`medhub.fhir.indexing` for the
+head version, so searches never parse JSON.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from medhub.db.base import Base, LongText, UtcDateTime
+
+#: BIGINT ids, but SQLite only auto-increments an INTEGER PRIMARY KEY.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class ResourceRow(Base):
+    """The current version of one resource."""
+
+    __tablename__ = "fhir_resource"
+
+    res_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    res_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(Integer)
+    last_updated: Mapped[datetime] = mapped_column(UtcDateTime)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    body: Mapped[str | None] = mapped_column(LongText, nullable=True)
+
+    __table_args__ = (Index("ix_fhir_resource_type_updated", "res_type", "last_updated"),)
+
+
+class ResourceHistoryRow(Base):
+    """Every version of every resource, including deletions (body NULL)."""
+
+    __tablename__ = "fhir_resource_history"
+
+    res_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    res_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    version_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last_updated: Mapped[datetime] = mapped_column(UtcDateTime)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    method: Mapped[str] = mapped_column(String(8))
+    body: Mapped[str | None] = mapped_column(LongText, nullable=True)
+
+    __table_args__ = (Index("ix_fhir_history_updated", "last_updated"),)
+
+
+class TokenIndexRow(Base):
+    __tablename__ = "fhir_idx_token"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    res_type: Mapped[str] = mapped_column(String(64))
+    res_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    system: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    code: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (
+        Index("ix_fhir_idx_token_lookup", "res_type", "param", "code"),
+        Index("ix_fhir_idx_token_owner", "res_type", "res_id"),
+    )
+
+
+class StringIndexRow(Base):
+    __tablename__ = "fhir_idx_string"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    res_type: Mapped[str] = mapped_column(String(64))
+    res_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    normalized: Mapped[str] = mapped_column(String(255))
+    exact: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (
+        Index("ix_fhir_idx_string_lookup", "res_type", "param", "normalized"),
+        Index("ix_fhir_idx_string_owner", "res_type", "res_id"),
+    )
+
+
+class DateIndexRow(Base):
+    __tablename__ = "fhir_idx_date"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    res_type: Mapped[str] = mapped_column(String(64))
+    res_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    low: Mapped[datetime] = mapped_column(UtcDateTime)
+    high: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        Index("ix_fhir_idx_date_lookup", "res_type", "param", "low"),
+        Index("ix_fhir_idx_date_owner", "res_type", "res_id"),
+    )
+
+
+class ReferenceIndexRow(Base):
+    __tablename__ = "fhir_idx_reference"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    res_type: Mapped[str] = mapped_column(String(64))
+    res_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    target_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    url: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (
+        Index("ix_fhir_idx_reference_lookup", "res_type", "param", "target_id"),
+        Index("ix_fhir_idx_reference_owner", "res_type", "res_id"),
+    )
+
+
+INDEX_TABLES = (TokenIndexRow, StringIndexRow, DateIndexRow, ReferenceIndexRow)

@@ -1,0 +1,108 @@
+"""The resource store seam: what every back-end (SQL, MongoDB) offers.
+
+A *unit of work* is one database transaction: everything done through it is
+committed together or not at all, which is what lets a transport acknowledge
+only after "the message and its effects" are durable (DESIGN.md, reliability).
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from medhub.fhir.search import SearchQuery
+
+
+def format_instant(value: datetime) -> str:
+    """A FHIR ``instant`` in UTC with microseconds: ``2024-05-01T10:00:00.123456Z``."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    """One stored version of a resource. ``body`` is its JSON text, ``meta`` included."""
+
+    resource_type: str
+    id: str
+    version_id: int
+    last_updated: datetime
+    deleted: bool
+    body: str | None
+
+    @property
+    def resource(self) -> dict[str, Any]:
+        """The resource as a dict (parses ``body``; empty for a deleted version)."""
+        if self.body is None:
+            return {}
+        parsed: dict[str, Any] = orjson.loads(self.body)
+        return parsed
+
+    @property
+    def etag(self) -> str:
+        """The weak ETag FHIR uses for versions (FHIR R4 http.html#versioning)."""
+        return f'W/"{self.version_id}"'
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    """One page of matches plus the total count of matches."""
+
+    resources: list[StoredResource]
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateOutcome:
+    """The stored version and whether the update created the resource."""
+
+    stored: StoredResource
+    created: bool
+
+
+class Resources(Protocol):
+    """Resource operations inside one unit of work."""
+
+    def create(self, resource: dict[str, Any]) -> StoredResource:
+        """Store a new resource under a server-assigned id (version 1)."""
+
+    def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None = None,
+    ) -> UpdateOutcome:
+        """Store a new version (or create with the client's id, FHIR update-as-create)."""
+
+    def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        """The current version; NotFoundError if never stored, GoneError if deleted."""
+
+    def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
+        """One specific version."""
+
+    def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        """Mark deleted (history kept); None if there was nothing to delete."""
+
+    def history(self, resource_type: str, resource_id: str) -> list[StoredResource]:
+        """All versions, newest first."""
+
+    def search(self, query: SearchQuery) -> SearchResult:
+        """Current, non-deleted resources matching every criterion."""
+
+
+class ResourceStore(Protocol):
+    """A resource database: opens units of work and reports its health."""
+
+    def unit_of_work(self) -> AbstractContextManager[Resources]:
+        """A transaction; commits on normal exit, rolls back on an exception."""
+
+    def ping(self) -> None:
+        """Raise StoreUnavailableError if the database cannot be reached."""
+
+    def close(self) -> None:
+        """Release connections."""

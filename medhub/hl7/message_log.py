@@ -1,0 +1,137 @@
+"""The HL7 message log: every inbound message, its outcome and the reason if refused.
+
+``hl7_message`` keeps the raw bytes of every message received, accepted or
+not, so an interface analyst can inspect and replay a rejected one.
+``hl7_control_id`` remembers which (sender, MSH-10) pairs were applied, with a
+content hash, so a resent message is acknowledged again without being applied
+twice, and a reused control id with other content is caught. Its primary key
+makes two concurrent copies of one message collide instead of both applying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from sqlalchemy import BigInteger, Index, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from medhub.db.base import Base, LongBlob, LongText, UtcDateTime
+from medhub.fhir.sql_tables import AutoId
+
+Status = Literal["accepted", "duplicate", "rejected"]
+
+
+class Hl7MessageRow(Base):
+    __tablename__ = "hl7_message"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    peer: Mapped[str] = mapped_column(String(255))
+    sender: Mapped[str] = mapped_column(String(255))
+    control_id: Mapped[str] = mapped_column(String(199))
+    message_type: Mapped[str] = mapped_column(String(32))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    ack_code: Mapped[str] = mapped_column(String(2))
+    error: Mapped[str | None] = mapped_column(LongText, nullable=True)
+    raw: Mapped[bytes] = mapped_column(LongBlob)
+
+    __table_args__ = (
+        Index("ix_hl7_message_sender_control", "sender", "control_id"),
+        Index("ix_hl7_message_status_received", "status", "received_at"),
+    )
+
+
+class Hl7ControlIdRow(Base):
+    __tablename__ = "hl7_control_id"
+
+    sender: Mapped[str] = mapped_column(String(255), primary_key=True)
+    control_id: Mapped[str] = mapped_column(String(199), primary_key=True)
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    message_id: Mapped[int] = mapped_column(BigInteger)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedMessage:
+    """What the log records about one received message."""
+
+    received_at: datetime
+    peer: str
+    sender: str
+    control_id: str
+    message_type: str
+    content_sha256: str
+    status: Status
+    ack_code: str
+    raw: bytes
+    error: str | None = None
+
+
+class MessageLog(Protocol):
+    """The message log inside one unit of work."""
+
+    def record(self, entry: LoggedMessage) -> int:
+        """Store the entry; returns its id."""
+
+    def applied_hash(self, sender: str, control_id: str) -> str | None:
+        """The content hash of the applied message with this sender and MSH-10, if any."""
+
+    def mark_applied(
+        self, sender: str, control_id: str, content_sha256: str, message_id: int
+    ) -> None:
+        """Remember that this (sender, MSH-10) was applied."""
+
+
+class SqlMessageLog:
+    """:class:`MessageLog` on the SQL store's session (same transaction as the resources)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def record(self, entry: LoggedMessage) -> int:
+        row = Hl7MessageRow(
+            received_at=entry.received_at,
+            peer=entry.peer[:255],
+            sender=entry.sender[:255],
+            control_id=entry.control_id[:199],
+            message_type=entry.message_type[:32],
+            content_sha256=entry.content_sha256,
+            status=entry.status,
+            ack_code=entry.ack_code,
+            error=entry.error,
+            raw=entry.raw,
+        )
+        self.session.add(row)
+        self.session.flush()
+        return row.id
+
+    def applied_hash(self, sender: str, control_id: str) -> str | None:
+        return self.session.scalar(
+            select(Hl7ControlIdRow.content_sha256).where(
+                Hl7ControlIdRow.sender == sender[:255],
+                Hl7ControlIdRow.control_id == control_id[:199],
+            )
+        )
+
+    def mark_applied(
+        self, sender: str, control_id: str, content_sha256: str, message_id: int
+    ) -> None:
+        self.session.add(
+            Hl7ControlIdRow(
+                sender=sender[:255],
+                control_id=control_id[:199],
+                content_sha256=content_sha256,
+                message_id=message_id,
+            )
+        )
+        self.session.flush()
+
+    def recent(self, limit: int = 100) -> list[Hl7MessageRow]:
+        """The newest log rows, for operators and tests."""
+        return list(
+            self.session.scalars(
+                select(Hl7MessageRow).order_by(Hl7MessageRow.id.desc()).limit(limit)
+            )
+        )

@@ -1,0 +1,1 @@
+"""The vital-sign sample store: batch ingest, rollups and queries."""
