@@ -73,7 +73,6 @@ def _database_health(store: SqlResourceStore) -> ComponentHealth:
 
 
 def api_context(components: Components) -> ApiContext:
-    settings = components.settings
     mllp = components.mllp
 
     def mllp_health() -> ComponentHealth:
@@ -85,13 +84,6 @@ def api_context(components: Components) -> ApiContext:
             return ComponentHealth("down", "not listening")
 
     checks = {"database": lambda: _database_health(components.store), "mllp": mllp_health}
-    for name, url in (
-        ("amqp", settings.amqp_url),
-        ("mqtt", settings.mqtt_url),
-        ("mongodb", settings.mongodb_url),
-    ):
-        if url is None:
-            checks[name] = lambda: ComponentHealth("disabled", "no URL configured")
     return ApiContext(store=components.store, health_checks=checks)
 
 

@@ -44,7 +44,6 @@ class MllpSettings(BaseModel):
     port: int = Field(default=2575, ge=0, le=65535)
     max_frame_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     idle_timeout_seconds: float = Field(default=300.0, gt=0)
-    strict_duplicates: bool = True
 
 
 class Settings(BaseSettings):
@@ -63,7 +62,6 @@ class Settings(BaseSettings):
     )
     database_echo: bool = False
     auto_migrate: bool = True
-    var_dir: Path = DEFAULT_VAR_DIR
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     http: HttpSettings = Field(default_factory=HttpSettings)
@@ -74,10 +72,6 @@ class Settings(BaseSettings):
     mllp_port: int | None = Field(
         default=None, validation_alias=AliasChoices("MEDHUB_MLLP_PORT", "mllp_port")
     )
-    amqp_url: SecretStr | None = None
-    mqtt_url: SecretStr | None = None
-    mongodb_url: SecretStr | None = None
-    jwt_secret: SecretStr | None = None
 
     def model_post_init(self, __context: Any) -> None:
         """Fold the flat ``MEDHUB_HTTP_PORT`` / ``MEDHUB_MLLP_PORT`` into the nested parts."""

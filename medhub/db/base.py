@@ -27,6 +27,15 @@ class Base(DeclarativeBase):
     metadata = metadata
 
 
+#: Every table on MariaDB/MySQL: utf8mb4 with a *binary* collation. The server default
+#: collation is case-insensitive, which would make FHIR ids, codes and ``:exact``
+#: string search (all case-sensitive) match the wrong rows.
+MYSQL_TABLE_OPTIONS = {
+    "mysql_engine": "InnoDB",
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+}
+
 #: JSON bodies and raw messages can exceed MySQL's 64 KiB TEXT/BLOB.
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 LongBlob = LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")

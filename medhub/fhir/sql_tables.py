@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Boolean, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from medhub.db.base import Base, LongText, UtcDateTime
+from medhub.db.base import MYSQL_TABLE_OPTIONS, Base, LongText, UtcDateTime
 
 #: BIGINT ids, but SQLite only auto-increments an INTEGER PRIMARY KEY.
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
@@ -31,7 +31,10 @@ class ResourceRow(Base):
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     body: Mapped[str | None] = mapped_column(LongText, nullable=True)
 
-    __table_args__ = (Index("ix_fhir_resource_type_updated", "res_type", "last_updated"),)
+    __table_args__ = (
+        Index("ix_fhir_resource_type_updated", "res_type", "last_updated"),
+        MYSQL_TABLE_OPTIONS,
+    )
 
 
 class ResourceHistoryRow(Base):
@@ -47,7 +50,7 @@ class ResourceHistoryRow(Base):
     method: Mapped[str] = mapped_column(String(8))
     body: Mapped[str | None] = mapped_column(LongText, nullable=True)
 
-    __table_args__ = (Index("ix_fhir_history_updated", "last_updated"),)
+    __table_args__ = (Index("ix_fhir_history_updated", "last_updated"), MYSQL_TABLE_OPTIONS)
 
 
 class TokenIndexRow(Base):
@@ -63,6 +66,7 @@ class TokenIndexRow(Base):
     __table_args__ = (
         Index("ix_fhir_idx_token_lookup", "res_type", "param", "code"),
         Index("ix_fhir_idx_token_owner", "res_type", "res_id"),
+        MYSQL_TABLE_OPTIONS,
     )
 
 
@@ -79,6 +83,7 @@ class StringIndexRow(Base):
     __table_args__ = (
         Index("ix_fhir_idx_string_lookup", "res_type", "param", "normalized"),
         Index("ix_fhir_idx_string_owner", "res_type", "res_id"),
+        MYSQL_TABLE_OPTIONS,
     )
 
 
@@ -95,6 +100,7 @@ class DateIndexRow(Base):
     __table_args__ = (
         Index("ix_fhir_idx_date_lookup", "res_type", "param", "low"),
         Index("ix_fhir_idx_date_owner", "res_type", "res_id"),
+        MYSQL_TABLE_OPTIONS,
     )
 
 
@@ -112,6 +118,7 @@ class ReferenceIndexRow(Base):
     __table_args__ = (
         Index("ix_fhir_idx_reference_lookup", "res_type", "param", "target_id"),
         Index("ix_fhir_idx_reference_owner", "res_type", "res_id"),
+        MYSQL_TABLE_OPTIONS,
     )
 
 

@@ -76,6 +76,8 @@ def declared_charset(data: bytes) -> str:
 
 def decode_er7(data: bytes) -> str:
     """Bytes -> text using MSH-18; undecodable bytes are a parse error naming MSH-18."""
+    if not data.lstrip(b"\r\n\x00 \t").startswith(b"MSH"):
+        raise _parse_error("message does not start with an MSH segment", Hl7Location("MSH", 1))
     codec = declared_charset(data)
     try:
         return data.decode(codec)
@@ -88,7 +90,6 @@ def decode_er7(data: bytes) -> str:
         raise _parse_error(
             f"message bytes are not valid {codec} (MSH-18) at byte {exc.start}",
             Hl7Location("MSH", 1, 18),
-            103,
         ) from exc
 
 

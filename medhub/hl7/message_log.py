@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 from sqlalchemy import BigInteger, Index, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from medhub.db.base import Base, LongBlob, LongText, UtcDateTime
+from medhub.db.base import MYSQL_TABLE_OPTIONS, Base, LongBlob, LongText, UtcDateTime
 from medhub.fhir.sql_tables import AutoId
 
 Status = Literal["accepted", "duplicate", "rejected"]
@@ -41,6 +41,7 @@ class Hl7MessageRow(Base):
     __table_args__ = (
         Index("ix_hl7_message_sender_control", "sender", "control_id"),
         Index("ix_hl7_message_status_received", "status", "received_at"),
+        MYSQL_TABLE_OPTIONS,
     )
 
 
@@ -51,6 +52,8 @@ class Hl7ControlIdRow(Base):
     control_id: Mapped[str] = mapped_column(String(199), primary_key=True)
     content_sha256: Mapped[str] = mapped_column(String(64))
     message_id: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (MYSQL_TABLE_OPTIONS,)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 23:44:28.318037
+Create Date: 2026-11-21 23:46:37.177559
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ def upgrade() -> None:
         sa.Column("low", medhub.db.base.UtcDateTime(), nullable=False),
         sa.Column("high", medhub.db.base.UtcDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_fhir_idx_date")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+        mysql_engine="InnoDB",
     )
     with op.batch_alter_table("fhir_idx_date", schema=None) as batch_op:
         batch_op.create_index("ix_fhir_idx_date_lookup", ["res_type", "param", "low"], unique=False)
@@ -55,6 +58,9 @@ def upgrade() -> None:
         sa.Column("target_id", sa.String(length=64), nullable=True),
         sa.Column("url", sa.String(length=255), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_fhir_idx_reference")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+        mysql_engine="InnoDB",
     )
     with op.batch_alter_table("fhir_idx_reference", schema=None) as batch_op:
         batch_op.create_index(
@@ -76,6 +82,9 @@ def upgrade() -> None:
         sa.Column("normalized", sa.String(length=255), nullable=False),
         sa.Column("exact", sa.String(length=255), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_fhir_idx_string")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+        mysql_engine="InnoDB",
     )
     with op.batch_alter_table("fhir_idx_string", schema=None) as batch_op:
         batch_op.create_index(
@@ -97,6 +106,9 @@ def upgrade() -> None:
         sa.Column("system", sa.String(length=255), nullable=True),
         sa.Column("code", sa.String(length=255), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_fhir_idx_token")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+        mysql_engine="InnoDB",
     )
     with op.batch_alter_table("fhir_idx_token", schema=None) as batch_op:
         batch_op.create_index(
@@ -119,6 +131,9 @@ def upgrade() -> None:
             nullable=True,
         ),
         sa.PrimaryKeyConstraint("res_type", "res_id", name=op.f("pk_fhir_resource")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+        mysql_engine="InnoDB",
     )
     with op.batch_alter_table("fhir_resource", schema=None) as batch_op:
         batch_op.create_index(
@@ -143,6 +158,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint(
             "res_type", "res_id", "version_id", name=op.f("pk_fhir_resource_history")
         ),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+        mysql_engine="InnoDB",
     )
     with op.batch_alter_table("fhir_resource_history", schema=None) as batch_op:
         batch_op.create_index("ix_fhir_history_updated", ["last_updated"], unique=False)
@@ -154,6 +172,9 @@ def upgrade() -> None:
         sa.Column("content_sha256", sa.String(length=64), nullable=False),
         sa.Column("message_id", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("sender", "control_id", name=op.f("pk_hl7_control_id")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+        mysql_engine="InnoDB",
     )
     op.create_table(
         "hl7_message",
@@ -186,6 +207,9 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_hl7_message")),
+        mysql_charset="utf8mb4",
+        mysql_collate="utf8mb4_bin",
+        mysql_engine="InnoDB",
     )
     with op.batch_alter_table("hl7_message", schema=None) as batch_op:
         batch_op.create_index(
