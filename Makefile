@@ -20,8 +20,8 @@ run: migrate
 	$(BIN)/medhub serve
 
 lint: install
-	$(BIN)/ruff check medhub tests bench
-	$(BIN)/ruff format --check medhub tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 typecheck: install
