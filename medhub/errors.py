@@ -23,6 +23,7 @@ with ``raise ... from exc`` so the original stays in the traceback.
      +-- NotFoundError               404  not-found      AE  204
      +-- GoneError                   410  deleted        AE  204
      +-- ConflictError               409  conflict       AE  205
+     |    +-- ConcurrentWriteError   409  transient      AE  205  (retry)
      |    +-- DuplicateMessageError  409  duplicate      AE  205
      +-- PreconditionFailedError     412  conflict       AE  206
      +-- StoreUnavailableError       503  transient      AR  207
@@ -171,6 +172,12 @@ class ConflictError(MedhubError):
     fhir_issue_code = "conflict"
     hl7_ack_code: ClassVar[AckCode] = "AE"
     hl7_error_code = 205
+
+
+class ConcurrentWriteError(ConflictError):
+    """Another transaction wrote the same row first; running the request again will work."""
+
+    fhir_issue_code = "transient"
 
 
 class DuplicateMessageError(ConflictError):

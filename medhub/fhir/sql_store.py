@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from medhub.clinical.resources import is_valid_id, validate_resource
 from medhub.errors import (
-    ConflictError,
+    ConcurrentWriteError,
     GoneError,
     InputError,
     Issue,
@@ -287,7 +287,7 @@ class SqlResources:
         try:
             self.session.flush()
         except IntegrityError as exc:
-            raise ConflictError(
+            raise ConcurrentWriteError(
                 "a concurrent write to the same resource won; retry the request"
             ) from exc
 
@@ -381,7 +381,7 @@ class SqlResourceStore:
         except OperationalError as exc:
             raise StoreUnavailableError(f"the resource database failed: {exc.orig}") from exc
         except IntegrityError as exc:
-            raise ConflictError("a concurrent write conflicted; retry the request") from exc
+            raise ConcurrentWriteError("a concurrent write conflicted; retry the request") from exc
         except SQLAlchemyError as exc:
             raise StoreUnavailableError(f"the resource database failed: {exc}") from exc
 

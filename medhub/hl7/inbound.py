@@ -2,16 +2,26 @@
 
 The transport (MLLP) hands over raw bytes and sends back whatever this returns;
 it never decides an ACK itself. The rule (DESIGN.md, reliability): AA is
-returned only after the message, its effects and its log entry are committed
-in one transaction. A message that is refused is still logged, with the
-reason, in a transaction of its own after the failed one rolled back.
+returned only after the message, its effects and its log entry are committed.
+
+Messages are processed in *batches* that share one transaction (group commit):
+one fsync for many messages from many connections, so durability does not cap
+throughput. Each message runs in its own savepoint, so a message that cannot
+be applied is rolled back alone and logged as ``dead-letter`` while the others
+in the batch commit. If the commit itself fails, every message of the batch is
+answered AR (not stored, resend) and none is ACKed AA.
+
+Statuses in the message log: ``accepted`` (mapped and applied), ``stored``
+(valid, of a type medhub does not map: kept and ACKed AA), ``duplicate`` (a
+resend of an applied message: ACKed again, not applied twice), ``dead-letter``
+(parsed but not applicable: AE) and ``rejected`` (not parseable: AR).
 """
 
 from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,25 +29,38 @@ from typing import Protocol
 
 import structlog
 
-from medhub.errors import ConflictError, DuplicateMessageError, Hl7Location, Issue, MedhubError
+from medhub.db.outbox import EventOutbox
+from medhub.errors import (
+    ConcurrentWriteError,
+    DuplicateMessageError,
+    Hl7Location,
+    Issue,
+    MedhubError,
+    StoreUnavailableError,
+)
 from medhub.fhir.store import Resources
 from medhub.hl7.ack import AckCode, AckHeader, ack_wanted, build_ack, salvage_header
+from medhub.hl7.dispatch import ApplyContext, applier_for, message_key
 from medhub.hl7.er7 import Message, declared_charset, decode_er7, parse_er7
 from medhub.hl7.message_log import LoggedMessage, MessageLog, Status
-from medhub.hl7.patient_mapping import pid_to_patient, require_supported
-from medhub.hl7.patient_upsert import upsert_patient
 
 log = structlog.get_logger(__name__)
 
 
 class InboundUnit(Protocol):
-    """What one inbound message may touch, all in one transaction."""
+    """What a batch of inbound messages may touch, all in one transaction."""
 
     @property
     def resources(self) -> Resources: ...
 
     @property
     def messages(self) -> MessageLog: ...
+
+    @property
+    def outbox(self) -> EventOutbox: ...
+
+    def savepoint(self) -> AbstractContextManager[object]:
+        """A nested transaction: rolled back alone if the block raises."""
 
 
 UnitFactory = Callable[[], AbstractContextManager[InboundUnit]]
@@ -53,12 +76,34 @@ class InboundOutcome:
     error: str | None = None
 
 
+@dataclass(slots=True)
+class _Item:
+    """One message on its way through a batch."""
+
+    raw: bytes
+    peer: str
+    received_at: datetime
+    digest: str
+    header: AckHeader
+    message: Message | None = None
+    error: MedhubError | None = None
+    status: Status = "accepted"
+
+    @property
+    def sender(self) -> str:
+        return f"{self.header.sending_application}|{self.header.sending_facility}"
+
+
+class _RetryBatch(Exception):
+    """A concurrent transaction applied one of the batch's messages first: run the batch again."""
+
+
 def _new_control_id() -> str:
     return uuid.uuid4().hex[:20]
 
 
 class Hl7Inbound:
-    """Processes one inbound HL7 v2 message at a time; safe to call from many threads."""
+    """Processes inbound HL7 v2 messages; safe to call from many threads."""
 
     def __init__(
         self,
@@ -72,122 +117,154 @@ class Hl7Inbound:
         self._new_control_id = new_control_id
 
     def handle(self, raw: bytes, peer: str = "") -> InboundOutcome:
-        """Process ``raw`` (one ER7 message, no MLLP framing); return the outcome and ACK."""
-        received_at = self._clock()
-        digest = hashlib.sha256(raw).hexdigest()
-        header = salvage_header(raw[:4096].decode("latin-1"))
-        sender = f"{header.sending_application}|{header.sending_facility}"
-        try:
-            message = parse_er7(decode_er7(raw))
-            status = self._apply_retrying(message, raw, digest, sender, peer, received_at)
-        except MedhubError as exc:
-            return self._refuse(exc, header, raw, digest, sender, peer, received_at)
-        except Exception as exc:  # a bug must not take the listener down or be ACKed AA
-            log.exception("hl7.inbound.internal_error", peer=peer, control_id=header.control_id)
-            error = MedhubError(
-                f"internal error while processing the message: {type(exc).__name__}"
-            )
-            return self._refuse(error, header, raw, digest, sender, peer, received_at)
-        log.info(
-            "hl7.inbound.accepted",
-            peer=peer,
-            sender=sender,
-            control_id=header.control_id,
-            status=status,
-        )
-        return InboundOutcome(status, "AA", self._ack(header, "AA", raw, (), ""))
+        """Process one ER7 message (no MLLP framing) and return its outcome and ACK."""
+        return self.handle_batch([(raw, peer)])[0]
+
+    def handle_batch(self, batch: Sequence[tuple[bytes, str]]) -> list[InboundOutcome]:
+        """Process several messages in one transaction; outcomes in the same order."""
+        items = [self._prepare(raw, peer) for raw, peer in batch]
+        for attempt in (1, 2):
+            try:
+                self._commit_batch(items)
+                break
+            except (_RetryBatch, ConcurrentWriteError) as exc:
+                if attempt == 2:
+                    self._fail_all(
+                        items,
+                        StoreUnavailableError(
+                            f"a concurrent write kept conflicting ({exc}); resend the message"
+                        ),
+                    )
+                    break
+                for item in items:
+                    if item.message is not None:
+                        item.status, item.error = "accepted", None
+            except MedhubError as exc:
+                self._fail_all(items, exc)
+                break
+        return [self._outcome(item) for item in items]
 
     def reject(self, raw: bytes, error: MedhubError, peer: str = "") -> InboundOutcome:
         """Refuse a message without processing it (an oversize frame: ``raw`` is its head)."""
-        header = salvage_header(raw[:4096].decode("latin-1"))
-        sender = f"{header.sending_application}|{header.sending_facility}"
-        return self._refuse(
-            error, header, raw, hashlib.sha256(raw).hexdigest(), sender, peer, self._clock()
+        item = self._prepare(raw, peer, parse=False)
+        item.error, item.status = error, "rejected"
+        try:
+            with self._units() as unit:
+                self._log(unit, item)
+        except MedhubError as exc:
+            self._fail_all([item], exc)
+        return self._outcome(item)
+
+    # -- stages ---------------------------------------------------------------
+
+    def _prepare(self, raw: bytes, peer: str, *, parse: bool = True) -> _Item:
+        item = _Item(
+            raw,
+            peer,
+            self._clock(),
+            hashlib.sha256(raw).hexdigest(),
+            salvage_header(raw[:4096].decode("latin-1")),
+        )
+        if parse:
+            try:
+                item.message = parse_er7(decode_er7(raw))
+            except MedhubError as exc:
+                item.error, item.status = exc, "rejected"
+        return item
+
+    def _commit_batch(self, items: list[_Item]) -> None:
+        with self._units() as unit:
+            for item in items:
+                if item.message is not None and item.error is None:
+                    self._apply_one(unit, item)
+                self._log(unit, item)
+
+    def _apply_one(self, unit: InboundUnit, item: _Item) -> None:
+        message = item.message
+        assert message is not None
+        try:
+            with unit.savepoint():
+                applied = unit.messages.applied_hash(item.sender, message.control_id)
+                if applied == item.digest:
+                    item.status = "duplicate"
+                    return
+                if applied is not None:
+                    text = (
+                        f"MSH-10 {message.control_id!r} from {item.sender} was already "
+                        "accepted with different content; a control id must not be reused"
+                    )
+                    raise DuplicateMessageError(
+                        text,
+                        [
+                            Issue(
+                                text,
+                                code="duplicate",
+                                location=Hl7Location("MSH", 1, 10),
+                                hl7_error_code=205,
+                            )
+                        ],
+                    )
+                applier = applier_for(message)
+                if applier is None:
+                    item.status = "stored"  # valid but not interpreted: kept and acknowledged
+                else:
+                    context = ApplyContext(unit.resources, item.received_at)
+                    applier(message, context)
+                    for event in context.events:
+                        unit.outbox.enqueue(event, now=item.received_at)
+                    item.status = "accepted"
+                unit.messages.mark_applied(item.sender, message.control_id, item.digest)
+        except ConcurrentWriteError as exc:
+            raise _RetryBatch from exc
+        except MedhubError as exc:
+            item.error, item.status = exc, "dead-letter"
+        except Exception as exc:  # a bug must not take the listener down or be ACKed AA
+            log.exception(
+                "hl7.inbound.internal_error", peer=item.peer, control_id=item.header.control_id
+            )
+            item.error = MedhubError(
+                f"internal error while applying the message: {type(exc).__name__}"
+            )
+            item.status = "dead-letter"
+
+    def _log(self, unit: InboundUnit, item: _Item) -> None:
+        message = item.message
+        unit.messages.record(
+            LoggedMessage(
+                received_at=item.received_at,
+                peer=item.peer,
+                sender=item.sender,
+                control_id=message.control_id if message is not None else item.header.control_id,
+                message_type=message_key(message) if message is not None else "",
+                content_sha256=item.digest,
+                status=item.status,
+                ack_code=item.error.hl7_ack_code if item.error else "AA",
+                raw=item.raw,
+                error=item.error.message if item.error else None,
+            )
         )
 
-    def _apply_retrying(
-        self,
-        message: Message,
-        raw: bytes,
-        digest: str,
-        sender: str,
-        peer: str,
-        received_at: datetime,
-    ) -> Status:
-        """Apply, retrying once when a concurrent copy of the same message won the race.
-
-        The second attempt then sees the first copy's control id and answers it
-        as a duplicate instead of failing the sender.
-        """
-        try:
-            return self._apply(message, raw, digest, sender, peer, received_at)
-        except ConflictError as exc:
-            if isinstance(exc, DuplicateMessageError):
-                raise
-            return self._apply(message, raw, digest, sender, peer, received_at)
-
-    def _apply(
-        self,
-        message: Message,
-        raw: bytes,
-        digest: str,
-        sender: str,
-        peer: str,
-        received_at: datetime,
-    ) -> Status:
-        control_id = message.control_id
-        message_type = "^".join(p for p in message.message_type[:2] if p)
-        with self._units() as unit:
-            applied = unit.messages.applied_hash(sender, control_id)
-            status: Status = "accepted"
-            if applied == digest:
-                status = "duplicate"
-            elif applied is not None:
-                text = (
-                    f"MSH-10 {control_id!r} from {sender} was already accepted with "
-                    "different content; a control id must not be reused"
-                )
-                raise DuplicateMessageError(
-                    text,
-                    [
-                        Issue(
-                            text,
-                            code="duplicate",
-                            location=Hl7Location("MSH", 1, 10),
-                            hl7_error_code=205,
-                        )
-                    ],
-                )
-            else:
-                require_supported(message)
-                upsert_patient(unit.resources, pid_to_patient(message))
-            message_id = unit.messages.record(
-                LoggedMessage(
-                    received_at=received_at,
-                    peer=peer,
-                    sender=sender,
-                    control_id=control_id,
-                    message_type=message_type,
-                    content_sha256=digest,
-                    status=status,
-                    ack_code="AA",
-                    raw=raw,
-                )
+    def _fail_all(self, items: list[_Item], error: MedhubError) -> None:
+        """The batch could not be committed: nothing is stored, every sender must resend (AR)."""
+        log.error("hl7.inbound.batch_failed", size=len(items), reason=error.message)
+        if not isinstance(error, StoreUnavailableError):
+            error = StoreUnavailableError(
+                f"the message was not stored ({error.message}); resend it"
             )
-            if status == "accepted":
-                unit.messages.mark_applied(sender, control_id, digest, message_id)
-        return status
+        for item in items:
+            item.error, item.status = error, "rejected"
 
-    def _refuse(
-        self,
-        error: MedhubError,
-        header: AckHeader,
-        raw: bytes,
-        digest: str,
-        sender: str,
-        peer: str,
-        received_at: datetime,
-    ) -> InboundOutcome:
+    def _outcome(self, item: _Item) -> InboundOutcome:
+        error = item.error
+        if error is None:
+            log.info(
+                "hl7.inbound.accepted",
+                peer=item.peer,
+                sender=item.sender,
+                control_id=item.header.control_id,
+                status=item.status,
+            )
+            return InboundOutcome(item.status, "AA", self._ack(item, "AA", [], ""))
         code: AckCode = error.hl7_ack_code
         issues = [
             issue
@@ -202,55 +279,29 @@ class Hl7Inbound:
             )
             for issue in error.issues
         ]
-        try:
-            with self._units() as unit:
-                unit.messages.record(
-                    LoggedMessage(
-                        received_at=received_at,
-                        peer=peer,
-                        sender=sender,
-                        control_id=header.control_id,
-                        message_type="",
-                        content_sha256=digest,
-                        status="rejected",
-                        ack_code=code,
-                        raw=raw,
-                        error=error.message,
-                    )
-                )
-        except MedhubError as log_error:
-            # Not even the rejection could be stored: the sender must keep the message.
-            log.error("hl7.inbound.log_failed", peer=peer, reason=log_error.message)
-            code = "AR"
         log.warning(
             "hl7.inbound.refused",
-            peer=peer,
-            sender=sender,
-            control_id=header.control_id,
+            peer=item.peer,
+            sender=item.sender,
+            control_id=item.header.control_id,
             ack_code=code,
+            status=item.status,
             reason=error.message,
         )
         return InboundOutcome(
-            "rejected", code, self._ack(header, code, raw, issues, error.message), error.message
+            item.status, code, self._ack(item, code, issues, error.message), error.message
         )
 
-    def _ack(
-        self,
-        header: AckHeader,
-        code: AckCode,
-        raw: bytes,
-        issues: list[Issue] | tuple[()],
-        text: str,
-    ) -> bytes | None:
-        if not ack_wanted(header, code):
+    def _ack(self, item: _Item, code: AckCode, issues: list[Issue], text: str) -> bytes | None:
+        if not ack_wanted(item.header, code):
             return None
         ack = build_ack(
-            header,
+            item.header,
             code,
             control_id=self._new_control_id(),
             now=self._clock(),
             issues=issues,
             text=text,
         )
-        codec = declared_charset(raw)
+        codec = declared_charset(item.raw)
         return ack.encode(codec if codec != "ascii" else "utf-8", errors="replace")

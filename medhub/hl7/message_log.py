@@ -14,13 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, Protocol
 
-from sqlalchemy import BigInteger, Index, String, select
+from sqlalchemy import Index, String, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from medhub.db.base import MYSQL_TABLE_OPTIONS, Base, LongBlob, LongText, UtcDateTime
+from medhub.errors import ConcurrentWriteError
 from medhub.fhir.sql_tables import AutoId
 
-Status = Literal["accepted", "duplicate", "rejected"]
+#: accepted: mapped and applied; stored: kept and ACKed AA, a type medhub does not map;
+#: duplicate: a resend of an applied message; dead-letter: parsed but could not be
+#: applied (AE); rejected: could not be parsed, or not stored at all (AR).
+Status = Literal["accepted", "stored", "duplicate", "dead-letter", "rejected"]
 
 
 class Hl7MessageRow(Base):
@@ -51,7 +56,6 @@ class Hl7ControlIdRow(Base):
     sender: Mapped[str] = mapped_column(String(255), primary_key=True)
     control_id: Mapped[str] = mapped_column(String(199), primary_key=True)
     content_sha256: Mapped[str] = mapped_column(String(64))
-    message_id: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (MYSQL_TABLE_OPTIONS,)
 
@@ -81,10 +85,8 @@ class MessageLog(Protocol):
     def applied_hash(self, sender: str, control_id: str) -> str | None:
         """The content hash of the applied message with this sender and MSH-10, if any."""
 
-    def mark_applied(
-        self, sender: str, control_id: str, content_sha256: str, message_id: int
-    ) -> None:
-        """Remember that this (sender, MSH-10) was applied."""
+    def mark_applied(self, sender: str, control_id: str, content_sha256: str) -> None:
+        """Remember that this (sender, MSH-10) was applied (or stored)."""
 
 
 class SqlMessageLog:
@@ -118,18 +120,18 @@ class SqlMessageLog:
             )
         )
 
-    def mark_applied(
-        self, sender: str, control_id: str, content_sha256: str, message_id: int
-    ) -> None:
+    def mark_applied(self, sender: str, control_id: str, content_sha256: str) -> None:
         self.session.add(
             Hl7ControlIdRow(
-                sender=sender[:255],
-                control_id=control_id[:199],
-                content_sha256=content_sha256,
-                message_id=message_id,
+                sender=sender[:255], control_id=control_id[:199], content_sha256=content_sha256
             )
         )
-        self.session.flush()
+        try:
+            self.session.flush()
+        except IntegrityError as exc:
+            raise ConcurrentWriteError(
+                f"message {control_id!r} from {sender} is being applied concurrently"
+            ) from exc
 
     def recent(self, limit: int = 100) -> list[Hl7MessageRow]:
         """The newest log rows, for operators and tests."""

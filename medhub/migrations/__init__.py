@@ -13,6 +13,7 @@ from alembic.config import Config
 from sqlalchemy import Engine
 
 # The table modules, imported so ``metadata`` is complete for autogenerate checks.
+from medhub.db import outbox as _outbox_tables  # noqa: F401
 from medhub.db.base import metadata
 from medhub.fhir import sql_tables as _fhir_tables  # noqa: F401
 from medhub.hl7 import message_log as _hl7_tables  # noqa: F401

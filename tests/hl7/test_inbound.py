@@ -109,25 +109,34 @@ def test_identifiers_that_match_two_patients_are_refused(store: SqlResourceStore
     segments = ack_segments(outcome.ack)
     assert segments["MSA"][1] == "AE"
     assert segments["ERR"][2] == "PID^1^3"
-    assert "more than one patient" in segments["ERR"][8]
+    assert "more than one Patient" in segments["ERR"][8]
 
 
 @pytest.mark.parametrize(
-    ("raw", "code", "location", "hl7_code"),
+    ("raw", "code", "location", "hl7_code", "status"),
     [
-        (b"this is not hl7", "AR", "MSH^1", "102"),
-        (b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|X1|P\r", "AR", "MSH^1^12", "101"),
-        (b"MSH|^~\\&|A|B|C|D|20240101|||X1|P|2.5.1\r", "AR", "MSH^1^9", "101"),
-        (b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|X1|P|2.5.1\r1X|bad\r", "AR", "^2", "102"),
-        (oru(), "AR", "MSH^1^9^^1", "200"),
-        (adt(event="A03"), "AR", "MSH^1^9^^2", "201"),
-        (adt(mrn=""), "AE", "PID^1^3", "101"),
-        (adt(birth="notadate"), "AE", "PID^1^7", "102"),
-        (adt(sex="Q"), "AE", "PID^1^8", "103"),
+        (b"this is not hl7", "AR", "MSH^1", "102", "rejected"),
+        (b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|X1|P\r", "AR", "MSH^1^12", "101", "rejected"),
+        (b"MSH|^~\\&|A|B|C|D|20240101|||X1|P|2.5.1\r", "AR", "MSH^1^9", "101", "rejected"),
+        (
+            b"MSH|^~\\&|A|B|C|D|20240101||ADT^A01|X1|P|2.5.1\r1X|bad\r",
+            "AR",
+            "^2",
+            "102",
+            "rejected",
+        ),
+        (adt(mrn=""), "AE", "PID^1^3", "101", "dead-letter"),
+        (adt(birth="notadate"), "AE", "PID^1^7", "102", "dead-letter"),
+        (adt(sex="Q"), "AE", "PID^1^8", "103", "dead-letter"),
     ],
 )
 def test_bad_messages_get_a_precise_refusal_and_are_kept(
-    sqlite_store: SqlResourceStore, raw: bytes, code: str, location: str, hl7_code: str
+    sqlite_store: SqlResourceStore,
+    raw: bytes,
+    code: str,
+    location: str,
+    hl7_code: str,
+    status: str,
 ) -> None:
     outcome = inbound_for(sqlite_store).handle(raw, "test")
     segments = ack_segments(outcome.ack)
@@ -136,13 +145,24 @@ def test_bad_messages_get_a_precise_refusal_and_are_kept(
     assert segments["ERR"][3].split("^")[0] == hl7_code
     assert segments["ERR"][4] == "E"
     [row] = log_rows(sqlite_store)
-    assert (row.status, row.ack_code, row.raw) == ("rejected", code, raw)
+    assert (row.status, row.ack_code, row.raw) == (status, code, raw)
     assert row.error
 
 
 def test_a_refusal_echoes_msh10_when_it_can_be_read(sqlite_store: SqlResourceStore) -> None:
-    outcome = inbound_for(sqlite_store).handle(oru("ORU-77"), "test")
-    assert ack_segments(outcome.ack)["MSA"][2] == "ORU-77"
+    outcome = inbound_for(sqlite_store).handle(b"MSH|^~\\&|A|B|C|D|1|||BAD-77|P\r", "test")
+    assert ack_segments(outcome.ack)["MSA"][1:3] == ["AR", "BAD-77"]
+
+
+def test_types_medhub_does_not_map_are_stored_and_acknowledged(
+    sqlite_store: SqlResourceStore,
+) -> None:
+    inbound = inbound_for(sqlite_store)
+    outcome = inbound.handle(b"MSH|^~\\&|A|B|C|D|1||ZZZ^Z99|Z-1|P|2.5.1\rZZ1|custom\r", "t")
+    assert (outcome.status, outcome.ack_code) == ("stored", "AA")
+    again = inbound.handle(b"MSH|^~\\&|A|B|C|D|1||ZZZ^Z99|Z-1|P|2.5.1\rZZ1|custom\r", "t")
+    assert again.status == "duplicate"
+    assert [r.status for r in log_rows(sqlite_store)] == ["stored", "duplicate"]
 
 
 def test_enhanced_mode_answers_with_commit_acks(sqlite_store: SqlResourceStore) -> None:
