@@ -15,7 +15,7 @@ from medhub.hl7.er7 import parse_er7
 from medhub.hl7.inbound import Hl7Inbound
 from medhub.hl7.message_log import Hl7MessageRow
 from medhub.hl7.sql_units import sql_inbound_units
-from tests.builders import adt, oru
+from tests.builders import adt
 
 SYSTEM = "urn:oid:1.2.840.114350"
 
