@@ -40,7 +40,8 @@ from medhub.errors import (
 )
 from medhub.fhir.store import Resources
 from medhub.hl7.ack import AckCode, AckHeader, ack_wanted, build_ack, salvage_header
-from medhub.hl7.dispatch import ApplyContext, applier_for, message_key
+from medhub.hl7.apply_context import ApplyContext
+from medhub.hl7.dispatch import applier_for, message_key
 from medhub.hl7.er7 import Message, declared_charset, decode_er7, parse_er7
 from medhub.hl7.message_log import LoggedMessage, MessageLog, Status
 
