@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ssl
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,13 +20,14 @@ from pathlib import Path
 import structlog
 import uvicorn
 
+from medhub.adapters.group_commit import GroupCommitter
 from medhub.adapters.mllp_client import MllpClient, split_messages
-from medhub.adapters.mllp_server import MllpServer, MllpServerConfig
+from medhub.adapters.mllp_server import MllpServer, MllpServerConfig, server_ssl_context
 from medhub.api.app import create_app
 from medhub.api.deps import ApiContext, ComponentHealth
 from medhub.config import Settings
 from medhub.db.engine import make_engine
-from medhub.errors import MedhubError
+from medhub.errors import ConfigurationError, MedhubError
 from medhub.fhir.sql_store import SqlResourceStore, utc_now
 from medhub.hl7.inbound import Hl7Inbound
 from medhub.hl7.sql_units import sql_inbound_units
@@ -42,13 +44,38 @@ class Components:
     settings: Settings
     store: SqlResourceStore
     inbound: Hl7Inbound
+    committer: GroupCommitter
     mllp: MllpServer | None
+
+
+def _mllp_tls(settings: Settings) -> ssl.SSLContext | None:
+    mllp = settings.mllp
+    if mllp.tls_cert_file is None and mllp.tls_key_file is None:
+        if mllp.tls_client_ca_file is not None:
+            raise ConfigurationError("MEDHUB_MLLP__TLS_CLIENT_CA_FILE needs a server certificate")
+        return None
+    if mllp.tls_cert_file is None or mllp.tls_key_file is None:
+        raise ConfigurationError("MLLP TLS needs both MEDHUB_MLLP__TLS_CERT_FILE and _KEY_FILE")
+    try:
+        return server_ssl_context(
+            str(mllp.tls_cert_file),
+            str(mllp.tls_key_file),
+            str(mllp.tls_client_ca_file) if mllp.tls_client_ca_file else None,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot load the MLLP TLS certificate or key: {exc}") from exc
 
 
 def build(settings: Settings) -> Components:
     engine = make_engine(settings.database_url.get_secret_value(), echo=settings.database_echo)
     store = SqlResourceStore(engine, clock=utc_now)
-    inbound = Hl7Inbound(sql_inbound_units(store), clock=utc_now)
+    units = sql_inbound_units(store, validate=settings.mllp.validate_mapped)
+    inbound = Hl7Inbound(units, clock=utc_now)
+    # SQLite has one writer at a time; a second worker would only wait on the lock.
+    workers = settings.mllp.commit_workers or (1 if engine.dialect.name == "sqlite" else 2)
+    committer = GroupCommitter(
+        inbound.handle_batch, max_batch=settings.mllp.max_batch, workers=workers
+    )
     mllp = None
     if settings.mllp.enabled:
         mllp = MllpServer(
@@ -57,11 +84,12 @@ def build(settings: Settings) -> Components:
                 port=settings.mllp.port,
                 max_frame_bytes=settings.mllp.max_frame_bytes,
                 idle_timeout_seconds=settings.mllp.idle_timeout_seconds,
+                ssl_context=_mllp_tls(settings),
             ),
-            handler=inbound.handle,
-            on_oversize=lambda head, error, peer: inbound.reject(head, error, peer),
+            handler=committer.submit,
+            on_oversize=inbound.reject,
         )
-    return Components(settings, store, inbound, mllp)
+    return Components(settings, store, inbound, committer, mllp)
 
 
 def _database_health(store: SqlResourceStore) -> ComponentHealth:
@@ -101,6 +129,7 @@ async def serve(settings: Settings) -> None:
         lifespan="on",
     )
     server = uvicorn.Server(config)
+    await components.committer.start()
     if components.mllp is not None:
         await components.mllp.start()
     log.info("medhub.started", settings=settings.redacted())
@@ -109,6 +138,7 @@ async def serve(settings: Settings) -> None:
     finally:
         if components.mllp is not None:
             await components.mllp.close()
+        await components.committer.close()
         components.store.close()
         log.info("medhub.stopped")
 

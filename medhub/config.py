@@ -44,6 +44,12 @@ class MllpSettings(BaseModel):
     port: int = Field(default=2575, ge=0, le=65535)
     max_frame_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     idle_timeout_seconds: float = Field(default=300.0, gt=0)
+    max_batch: int = Field(default=200, gt=0)
+    commit_workers: int | None = Field(default=None, gt=0)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+    validate_mapped: bool = False
 
 
 class Settings(BaseSettings):

@@ -26,6 +26,7 @@ with ``raise ... from exc`` so the original stays in the traceback.
      |    +-- ConcurrentWriteError   409  transient      AE  205  (retry)
      |    +-- DuplicateMessageError  409  duplicate      AE  205
      +-- PreconditionFailedError     412  conflict       AE  206
+     +-- ConfigurationError          500  exception      AR  207
      +-- StoreUnavailableError       503  transient      AR  207
 """
 
@@ -193,6 +194,10 @@ class PreconditionFailedError(MedhubError):
     fhir_issue_code = "conflict"
     hl7_ack_code: ClassVar[AckCode] = "AE"
     hl7_error_code = 206
+
+
+class ConfigurationError(MedhubError):
+    """A setting is missing or wrong; medhub refuses to start rather than run half-configured."""
 
 
 class StoreUnavailableError(MedhubError):

@@ -1,15 +1,18 @@
-"""The asyncio MLLP listener: frames in, handler, ACK frames out.
+"""The asyncio MLLP listener: frames in, ACK frames out, optionally over TLS / mutual TLS.
 
-Per connection it reads bytes, feeds the sans-I/O decoder, hands each complete
-message to the handler (run in a worker thread, because storing is blocking
-database I/O) and writes the ACK the handler returns. Messages on one
-connection are processed in order, one at a time, which is the back-pressure:
-while a message is being stored nothing more is read from that socket.
+Per connection it reads bytes, feeds the sans-I/O decoder and hands the
+complete messages of each read, as one ordered group, to the handler (the
+group committer, which stores them together with other connections' messages
+in one transaction), then writes the ACKs in order. A connection's next group
+is not submitted before its previous one is answered, which is the
+back-pressure: a sender that outruns the database waits in TCP.
 
-Nothing a peer sends can stop the listener: junk between frames is logged,
-an oversize frame is answered AR (with its MSH-10 where readable), an idle
-connection is closed after the timeout, and a connection closed mid-frame is
-logged with the number of bytes lost (the sender has no ACK, so it resends).
+Nothing a peer sends can stop the listener: junk between frames is logged, an
+oversize frame is answered AR (with its MSH-10 where readable), an idle
+connection is closed after the timeout, a connection closed mid-frame is
+logged with the bytes lost (the sender has no ACK for it, so it resends), a
+failed TLS handshake is logged, and a crash while handling one connection
+closes that connection only.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -28,7 +31,7 @@ from medhub.hl7.mllp_framing import FramingProblem, MllpDecoder, encode_frame
 
 log = structlog.get_logger(__name__)
 
-MessageHandler = Callable[[bytes, str], InboundOutcome]
+GroupHandler = Callable[[list[tuple[bytes, str]]], Awaitable[list[InboundOutcome]]]
 OversizeHandler = Callable[[bytes, MessageParseError, str], InboundOutcome]
 READ_CHUNK = 64 * 1024
 
@@ -46,7 +49,7 @@ class MllpServer:
     """Serves MLLP on one port; ``start()`` binds, ``close()`` stops and waits for connections."""
 
     def __init__(
-        self, config: MllpServerConfig, handler: MessageHandler, on_oversize: OversizeHandler
+        self, config: MllpServerConfig, handler: GroupHandler, on_oversize: OversizeHandler
     ) -> None:
         self.config = config
         self._handler = handler
@@ -61,6 +64,10 @@ class MllpServer:
             raise RuntimeError("the MLLP server is not started")
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
     async def start(self) -> None:
         self._server = await asyncio.start_server(
             self._serve,
@@ -68,6 +75,7 @@ class MllpServer:
             self.config.port,
             ssl=self.config.ssl_context,
             limit=READ_CHUNK,
+            ssl_handshake_timeout=30 if self.config.ssl_context else None,
         )
         log.info(
             "mllp.listening",
@@ -95,10 +103,10 @@ class MllpServer:
         peername = writer.get_extra_info("peername")
         peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
         decoder = MllpDecoder(self.config.max_frame_bytes)
-        log.info("mllp.connected", peer=peer)
+        log.info("mllp.connected", peer=peer, client_cert=_client_subject(writer))
         try:
             await self._read_loop(reader, writer, decoder, peer)
-        except (ConnectionError, asyncio.IncompleteReadError) as exc:
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
             log.warning(
                 "mllp.connection_lost", peer=peer, error=str(exc), bytes_lost=decoder.pending_bytes
             )
@@ -136,15 +144,29 @@ class MllpServer:
                 else:
                     log.info("mllp.disconnected", peer=peer)
                 return
+            group: list[tuple[bytes, str]] = []
             for item in decoder.feed(data):
-                outcome = await self._outcome(item, peer)
+                if isinstance(item, bytes):
+                    group.append((item, peer))
+                    continue
+                await self._answer_group(group, writer)
+                group = []
+                outcome = await self._problem(item, peer)
                 if outcome is not None and outcome.ack is not None:
                     writer.write(encode_frame(outcome.ack))
-                    await writer.drain()
+            await self._answer_group(group, writer)
+            await writer.drain()
 
-    async def _outcome(self, item: bytes | FramingProblem, peer: str) -> InboundOutcome | None:
-        if isinstance(item, bytes):
-            return await asyncio.to_thread(self._handler, item, peer)
+    async def _answer_group(
+        self, group: list[tuple[bytes, str]], writer: asyncio.StreamWriter
+    ) -> None:
+        if not group:
+            return
+        for outcome in await self._handler(group):
+            if outcome.ack is not None:
+                writer.write(encode_frame(outcome.ack))
+
+    async def _problem(self, item: FramingProblem, peer: str) -> InboundOutcome | None:
         if item.kind == "junk":
             log.warning("mllp.junk_between_frames", peer=peer, bytes=item.size)
             return None
@@ -157,3 +179,31 @@ class MllpServer:
             text, [Issue(text, code="too-long", location=Hl7Location("MSH", 1), hl7_error_code=207)]
         )
         return await asyncio.to_thread(self._on_oversize, item.head, error, peer)
+
+
+def _client_subject(writer: asyncio.StreamWriter) -> str | None:
+    """The client certificate's subject CN under mutual TLS (for the log), else None."""
+    cert = writer.get_extra_info("peercert")
+    if not cert:
+        return None
+    for rdn in cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+def server_ssl_context(
+    cert_file: str,
+    key_file: str,
+    client_ca_file: str | None = None,
+) -> ssl.SSLContext:
+    """TLS 1.2+ server context; with ``client_ca_file`` clients must present a certificate
+    signed by that CA (mutual TLS)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    if client_ca_file:
+        context.load_verify_locations(client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
+from medhub.adapters.group_commit import GroupCommitter
 from medhub.adapters.mllp_server import MllpServer, MllpServerConfig
 from medhub.fhir.search import parse_search
 from medhub.fhir.sql_store import SqlResourceStore
@@ -18,13 +20,27 @@ from tests.builders import adt
 Scenario = Callable[[MllpServer], Awaitable[None]]
 
 
-def run_with_server(store: SqlResourceStore, scenario: Scenario, **config: float) -> None:
+def run_with_server(
+    store: SqlResourceStore,
+    scenario: Scenario,
+    *,
+    workers: int = 1,
+    ssl_context: ssl.SSLContext | None = None,
+    **config: float,
+) -> None:
     inbound = Hl7Inbound(sql_inbound_units(store), clock=lambda: datetime.now(UTC))
 
     async def main() -> None:
+        committer = GroupCommitter(inbound.handle_batch, workers=workers)
+        await committer.start()
         server = MllpServer(
-            MllpServerConfig(host="127.0.0.1", port=0, **config),  # type: ignore[arg-type]
-            handler=inbound.handle,
+            MllpServerConfig(
+                host="127.0.0.1",
+                port=0,
+                ssl_context=ssl_context,
+                **config,  # type: ignore[arg-type]
+            ),
+            handler=committer.submit,
             on_oversize=inbound.reject,
         )
         await server.start()
@@ -32,6 +48,7 @@ def run_with_server(store: SqlResourceStore, scenario: Scenario, **config: float
             await asyncio.wait_for(scenario(server), 60)
         finally:
             await server.close()
+            await committer.close()
 
     asyncio.run(main())
 
@@ -151,11 +168,13 @@ def test_an_idle_connection_is_closed(sqlite_store: SqlResourceStore) -> None:
 def test_a_failing_handler_closes_only_that_connection() -> None:
     calls: list[bytes] = []
 
-    def handler(raw: bytes, _peer: str) -> InboundOutcome:
+    async def handler(group: list[tuple[bytes, str]]) -> list[InboundOutcome]:
+        raw = group[0][0]
         calls.append(raw)
         if raw.startswith(b"BOOM"):
             raise RuntimeError("bug in a handler")
-        return InboundOutcome("accepted", "AA", b"MSH|^~\\&|||||||ACK|1|P|2.5.1\rMSA|AA|1\r")
+        ack = b"MSH|^~\\&|||||||ACK|1|P|2.5.1\rMSA|AA|1\r"
+        return [InboundOutcome("accepted", "AA", ack)]
 
     async def main() -> None:
         server = MllpServer(
@@ -178,3 +197,31 @@ def test_a_failing_handler_closes_only_that_connection() -> None:
 
     asyncio.run(main())
     assert calls == [b"BOOM", b"MSH|ok"]
+
+
+def test_pipelined_messages_from_many_senders_keep_each_senders_order(
+    store: SqlResourceStore,
+) -> None:
+    """A01 then A08 for one patient, pipelined by 6 senders at once, 2 commit workers:
+    every patient ends at the A08's name, so no sender's messages were reordered."""
+
+    async def sender(server: MllpServer, c: int) -> None:
+        peer = await Peer.connect(server)
+        frames = b""
+        for n in range(10):
+            mrn = f"S{c}-{n}"
+            frames += encode_frame(adt(f"{mrn}-1", mrn=mrn, family="FIRST"))
+            frames += encode_frame(adt(f"{mrn}-2", mrn=mrn, event="A08", family="SECOND"))
+        await peer.send(frames)
+        for _ in range(20):
+            assert (await peer.ack())["MSA"][1] == "AA"
+        await peer.close()
+
+    async def scenario(server: MllpServer) -> None:
+        await asyncio.gather(*(sender(server, c) for c in range(6)))
+
+    run_with_server(store, scenario, workers=2)
+    with store.unit_of_work() as resources:
+        result = resources.search(parse_search("Patient", [("_count", "100")]))
+    assert result.total == 60
+    assert {p.resource["name"][0]["family"] for p in result.resources} == {"SECOND"}
