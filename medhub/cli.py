@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import ssl
 import sys
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ from medhub.db.engine import make_engine
 from medhub.errors import ConfigurationError, MedhubError
 from medhub.fhir.sql_store import SqlResourceStore, utc_now
 from medhub.hl7.inbound import Hl7Inbound
+from medhub.hl7.message_log import MessageQuery, SqlMessageLog, message_summary
+from medhub.hl7.reprocess import reprocess
 from medhub.hl7.sql_units import sql_inbound_units
 from medhub.logs import configure_logging
 from medhub.migrations import upgrade
@@ -112,7 +115,12 @@ def api_context(components: Components) -> ApiContext:
             return ComponentHealth("down", "not listening")
 
     checks = {"database": lambda: _database_health(components.store), "mllp": mllp_health}
-    return ApiContext(store=components.store, health_checks=checks)
+    return ApiContext(
+        store=components.store,
+        health_checks=checks,
+        inbound=components.inbound,
+        sql_store=components.store,
+    )
 
 
 async def serve(settings: Settings) -> None:
@@ -159,6 +167,59 @@ def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(settings: Settings) -> SqlResourceStore:
+    engine = make_engine(settings.database_url.get_secret_value(), echo=settings.database_echo)
+    return SqlResourceStore(engine, clock=utc_now)
+
+
+def _cmd_hl7_messages(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    query = MessageQuery(
+        status=args.status,
+        sender=args.sender,
+        control_id=args.control_id,
+        message_type=args.type,
+        limit=args.limit,
+    )
+    with store.session() as session:
+        rows = [message_summary(row) for row in SqlMessageLog(session).search(query)]
+    store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(
+            f"{row['id']:>8}  {row['received_at']}  {row['status']:<11} {row['ack_code']}  "
+            f"{row['message_type']:<8} {row['control_id']:<24} {row['sender']}"
+            + (f"  -- {row['error']}" if row["error"] else "")
+        )
+    return 0
+
+
+def _cmd_hl7_show(settings: Settings, args: argparse.Namespace) -> int:
+    store = _store(settings)
+    with store.session() as session:
+        row = SqlMessageLog(session).get(args.id)
+        raw = row.raw
+    store.close()
+    sys.stdout.write(raw.decode("utf-8", errors="replace").replace("\r", "\n"))
+    return 0
+
+
+def _cmd_hl7_reprocess(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.ids and not args.status:
+        raise ConfigurationError("give message ids or --status (e.g. --status dead-letter)")
+    components = build(settings)
+    results = reprocess(components.store, components.inbound, ids=args.ids, status=args.status)
+    components.store.close()
+    for result in results:
+        print(
+            f"{result.message_id:>8}  {result.control_id:<24} -> {result.status} "
+            f"{result.ack_code}" + (f"  -- {result.error}" if result.error else "")
+        )
+    return 1 if any(r.ack_code != "AA" for r in results) else 0
+
+
 def _cmd_hl7_send(settings: Settings, args: argparse.Namespace) -> int:
     port = args.port or settings.mllp.port
     failures = 0
@@ -191,6 +252,27 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--port", type=int, default=None, help="default: MEDHUB_MLLP_PORT")
     send.add_argument("--timeout", type=float, default=30.0)
     send.set_defaults(handler=_cmd_hl7_send)
+    messages = hl7.add_parser("messages", help="list the inbound message log, newest first")
+    messages.add_argument(
+        "--status", choices=["accepted", "stored", "duplicate", "dead-letter", "rejected"]
+    )
+    messages.add_argument("--sender", help="MSH-3|MSH-4 as logged, e.g. 'ADTApp|GHH'")
+    messages.add_argument("--control-id", help="MSH-10")
+    messages.add_argument("--type", help="message type, e.g. ADT^A01")
+    messages.add_argument("--limit", type=int, default=50)
+    messages.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    messages.set_defaults(handler=_cmd_hl7_messages)
+    show = hl7.add_parser("show", help="print one logged message as received")
+    show.add_argument("id", type=int)
+    show.set_defaults(handler=_cmd_hl7_show)
+    again = hl7.add_parser("reprocess", help="run logged messages through the inbound path again")
+    again.add_argument("ids", nargs="*", type=int, help="message log ids")
+    again.add_argument(
+        "--status",
+        choices=["dead-letter", "stored", "rejected"],
+        help="reprocess every message with this status",
+    )
+    again.set_defaults(handler=_cmd_hl7_reprocess)
     return root
 
 

@@ -8,7 +8,9 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 
+from medhub.fhir.sql_store import SqlResourceStore
 from medhub.fhir.store import ResourceStore
+from medhub.hl7.inbound import Hl7Inbound
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,8 @@ class ApiContext:
 
     store: ResourceStore
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+    inbound: Hl7Inbound | None = None
+    sql_store: SqlResourceStore | None = None
 
 
 def get_context(request: Request) -> ApiContext:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Index, String, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from medhub.db.base import MYSQL_TABLE_OPTIONS, Base, LongBlob, LongText, UtcDateTime
-from medhub.errors import ConcurrentWriteError
+from medhub.errors import ConcurrentWriteError, NotFoundError
 from medhub.fhir.sql_tables import AutoId
 
 #: accepted: mapped and applied; stored: kept and ACKed AA, a type medhub does not map;
@@ -76,11 +76,24 @@ class LoggedMessage:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MessageQuery:
+    """Criteria for listing the message log (all optional, ANDed)."""
+
+    status: str | None = None
+    sender: str | None = None
+    control_id: str | None = None
+    message_type: str | None = None
+    since: datetime | None = None
+    before_id: int | None = None
+    limit: int = 100
+
+
 class MessageLog(Protocol):
     """The message log inside one unit of work."""
 
-    def record(self, entry: LoggedMessage) -> int:
-        """Store the entry; returns its id."""
+    def record(self, entry: LoggedMessage) -> None:
+        """Store the entry (committed with the unit of work)."""
 
     def applied_hash(self, sender: str, control_id: str) -> str | None:
         """The content hash of the applied message with this sender and MSH-10, if any."""
@@ -95,7 +108,7 @@ class SqlMessageLog:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def record(self, entry: LoggedMessage) -> int:
+    def record(self, entry: LoggedMessage) -> None:
         row = Hl7MessageRow(
             received_at=entry.received_at,
             peer=entry.peer[:255],
@@ -109,8 +122,6 @@ class SqlMessageLog:
             raw=entry.raw,
         )
         self.session.add(row)
-        self.session.flush()
-        return row.id
 
     def applied_hash(self, sender: str, control_id: str) -> str | None:
         return self.session.scalar(
@@ -133,10 +144,42 @@ class SqlMessageLog:
                 f"message {control_id!r} from {sender} is being applied concurrently"
             ) from exc
 
-    def recent(self, limit: int = 100) -> list[Hl7MessageRow]:
-        """The newest log rows, for operators and tests."""
-        return list(
-            self.session.scalars(
-                select(Hl7MessageRow).order_by(Hl7MessageRow.id.desc()).limit(limit)
-            )
-        )
+    def get(self, message_id: int) -> Hl7MessageRow:
+        row = self.session.get(Hl7MessageRow, message_id)
+        if row is None:
+            raise NotFoundError(f"HL7 message {message_id} is not in the message log")
+        return row
+
+    def search(self, query: MessageQuery) -> list[Hl7MessageRow]:
+        """Log rows matching every given criterion, newest first."""
+        statement = select(Hl7MessageRow)
+        if query.status:
+            statement = statement.where(Hl7MessageRow.status == query.status)
+        if query.sender:
+            statement = statement.where(Hl7MessageRow.sender == query.sender)
+        if query.control_id:
+            statement = statement.where(Hl7MessageRow.control_id == query.control_id)
+        if query.message_type:
+            statement = statement.where(Hl7MessageRow.message_type == query.message_type)
+        if query.since:
+            statement = statement.where(Hl7MessageRow.received_at >= query.since)
+        if query.before_id:
+            statement = statement.where(Hl7MessageRow.id < query.before_id)
+        statement = statement.order_by(Hl7MessageRow.id.desc()).limit(query.limit)
+        return list(self.session.scalars(statement))
+
+
+def message_summary(row: Hl7MessageRow) -> dict[str, Any]:
+    """A log row as JSON-ready data without the raw bytes (for listings)."""
+    return {
+        "id": row.id,
+        "received_at": row.received_at.isoformat(),
+        "peer": row.peer,
+        "sender": row.sender,
+        "control_id": row.control_id,
+        "message_type": row.message_type,
+        "status": row.status,
+        "ack_code": row.ack_code,
+        "error": row.error,
+        "size": len(row.raw),
+    }
