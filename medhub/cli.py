@@ -22,7 +22,7 @@ import structlog
 import uvicorn
 
 from medhub.adapters.group_commit import GroupCommitter
-from medhub.adapters.mllp_client import MllpClient, split_messages
+from medhub.adapters.mllp_client import MllpClient
 from medhub.adapters.mllp_server import MllpServer, MllpServerConfig, server_ssl_context
 from medhub.api.app import create_app
 from medhub.api.deps import ApiContext, ComponentHealth
@@ -30,6 +30,8 @@ from medhub.config import Settings
 from medhub.db.engine import make_engine
 from medhub.errors import ConfigurationError, MedhubError
 from medhub.fhir.sql_store import SqlResourceStore, utc_now
+from medhub.hl7.ack import ack_accepts
+from medhub.hl7.batch import split_batch
 from medhub.hl7.inbound import Hl7Inbound
 from medhub.hl7.message_log import MessageQuery, SqlMessageLog, message_summary
 from medhub.hl7.reprocess import reprocess
@@ -225,13 +227,31 @@ def _cmd_hl7_send(settings: Settings, args: argparse.Namespace) -> int:
     failures = 0
     with MllpClient(args.host, port, timeout=args.timeout) as client:
         for path in args.files:
-            for message in split_messages(Path(path).read_bytes()):
+            for message in split_batch(Path(path).read_bytes()).messages:
                 ack = client.send(message)
-                text = ack.decode("utf-8", errors="replace")
-                print(text.replace("\r", "\n"))
-                if "MSA|AA" not in text and "MSA|CA" not in text:
+                print(ack.decode("utf-8", errors="replace").replace("\r", "\n"))
+                if not ack_accepts(ack, message):
                     failures += 1
     return 1 if failures else 0
+
+
+def _cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    """Load HL7 v2 files (single messages or FHS/BHS batches) straight into the store."""
+    components = build(settings)
+    if settings.auto_migrate:
+        upgrade(components.store.engine)
+    counts: dict[str, int] = {}
+    try:
+        for path in args.files:
+            messages = split_batch(Path(path).read_bytes()).messages
+            for start in range(0, len(messages), 200):
+                chunk = [(m, f"import:{path}") for m in messages[start : start + 200]]
+                for outcome in components.inbound.handle_batch(chunk):
+                    counts[outcome.status] = counts.get(outcome.status, 0) + 1
+    finally:
+        components.store.close()
+    print(", ".join(f"{n} {status}" for status, n in sorted(counts.items())) or "no messages")
+    return 1 if set(counts) - {"accepted", "stored", "duplicate"} else 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -252,6 +272,9 @@ def parser() -> argparse.ArgumentParser:
     send.add_argument("--port", type=int, default=None, help="default: MEDHUB_MLLP_PORT")
     send.add_argument("--timeout", type=float, default=30.0)
     send.set_defaults(handler=_cmd_hl7_send)
+    load = commands.add_parser("import", help="load HL7 v2 files or batches into the store")
+    load.add_argument("files", nargs="+")
+    load.set_defaults(handler=_cmd_import)
     messages = hl7.add_parser("messages", help="list the inbound message log, newest first")
     messages.add_argument(
         "--status", choices=["accepted", "stored", "duplicate", "dead-letter", "rejected"]

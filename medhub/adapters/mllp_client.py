@@ -47,20 +47,3 @@ class MllpClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def split_messages(data: bytes) -> list[bytes]:
-    """Split a file holding one or more ER7 messages (each starting with MSH) into messages.
-
-    Line ends are normalised to CR, the HL7 segment terminator.
-    """
-    text = data.replace(b"\r\n", b"\r").replace(b"\n", b"\r")
-    messages: list[bytes] = []
-    for segment in text.split(b"\r"):
-        if not segment.strip():
-            continue
-        if segment.startswith(b"MSH") or not messages:
-            messages.append(segment + b"\r")
-        else:
-            messages[-1] += segment + b"\r"
-    return messages

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
-from medhub.errors import Issue
-from medhub.hl7.er7 import Delimiters, escape
+from medhub.errors import Issue, MedhubError
+from medhub.hl7.er7 import Delimiters, escape, parse_er7
 
 AckCode = Literal["AA", "AE", "AR"]
 _ENHANCED: Final[dict[str, str]] = {"AA": "CA", "AE": "CE", "AR": "CR"}
@@ -59,6 +59,7 @@ def salvage_header(text: str) -> AckHeader:
 
     Used so a rejected message still gets MSA-2 = its MSH-10 where possible.
     """
+    text = text.removeprefix("\xef\xbb\xbf").removeprefix("\ufeff")  # byte order mark
     if not text.startswith("MSH") or len(text) < 8:
         return AckHeader()
     sep = text[3]
@@ -148,3 +149,20 @@ def _err_segment(issue: Issue, d: Delimiters) -> str:
     code_text = _TABLE_0357_TEXT.get(error_code, "Application error")
     err3 = d.component.join([str(error_code), escape(code_text, d), "HL70357"])
     return d.field.join(["ERR", "", location, err3, severity, "", "", "", escape(issue.message, d)])
+
+
+def ack_accepts(ack: bytes, sent: bytes) -> bool:
+    """True when ``ack`` is a well-formed AA/CA whose MSA-2 echoes ``sent``'s MSH-10.
+
+    A positive ACK that names another message does not confirm this one
+    (HL7 v2.5.1 §2.9.2); treating it as success would lose a message quietly.
+    """
+    try:
+        answer = parse_er7(ack.decode("utf-8", errors="replace"))
+        original = salvage_header(sent[:4096].decode("latin-1"))
+    except MedhubError:
+        return False
+    msa = answer.segment("MSA")
+    if msa is None:
+        return False
+    return msa.value(1) in ("AA", "CA") and msa.value(2) == original.control_id

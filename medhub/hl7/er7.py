@@ -35,6 +35,7 @@ CHARSETS: Final[dict[str, str]] = {
     "WINDOWS-1252": "cp1252",
 }
 
+UTF8_BOM: Final = b"\xef\xbb\xbf"
 _SEGMENT_SPLIT: Final = re.compile(r"\r\n|\r|\n")
 _SEGMENT_NAME: Final = re.compile(r"^[A-Z][A-Z0-9]{2}$")
 _PATH: Final = re.compile(
@@ -75,7 +76,12 @@ def declared_charset(data: bytes) -> str:
 
 
 def decode_er7(data: bytes) -> str:
-    """Bytes -> text using MSH-18; undecodable bytes are a parse error naming MSH-18."""
+    """Bytes -> text using MSH-18; undecodable bytes are a parse error naming MSH-18.
+
+    A leading UTF-8 byte order mark (written by many Windows tools) is dropped.
+    """
+    if data.startswith(UTF8_BOM):
+        data = data[len(UTF8_BOM) :]
     if not data.lstrip(b"\r\n\x00 \t").startswith(b"MSH"):
         raise _parse_error("message does not start with an MSH segment", Hl7Location("MSH", 1))
     codec = declared_charset(data)
@@ -205,7 +211,7 @@ def parse_er7(text: str) -> Message:
     Raises :class:`MessageParseError` with the ERR location when the text does
     not start with a valid MSH segment or a segment name is malformed.
     """
-    text = text.strip("\r\n\x00 \t\x0b\x1c")
+    text = text.strip("\r\n\x00 \t\x0b\x1c\ufeff")
     if not text.startswith("MSH"):
         raise _parse_error("message does not start with an MSH segment", Hl7Location("MSH", 1))
     if len(text) < 8:
