@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,9 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
 from medhub.adapters.mllp_client import MllpClient
+from medhub.db.engine import make_engine
 from medhub.hl7.er7 import parse_er7
+from medhub.hl7.message_log import Hl7MessageRow
 from medhub.hl7.mllp_framing import encode_frame
 from tests.builders import adt
 
@@ -179,3 +183,74 @@ def test_killing_the_server_right_after_the_ack_loses_nothing(tmp_path: Path) ->
             assert (status, bundle["total"]) == (200, 1), f"KILL-{n} lost"
     finally:
         server.stop()
+
+
+def test_killed_during_a_burst_every_acked_message_is_stored_and_none_applied_twice(
+    tmp_path: Path,
+) -> None:
+    """Four senders pipeline 150 messages each; the server is SIGKILLed mid-burst. After a
+    restart each sender resends everything it has no ACK for (what an interface engine
+    does) plus everything once more (a lost-ACK storm): every message is stored exactly
+    once, as version 1 of its patient, and the resends are answered as duplicates."""
+    server = Server(tmp_path)
+    server.start()
+    senders, per_sender = 4, 150
+    acked: dict[str, bool] = {}
+    lock = threading.Lock()
+
+    def burst(s: int) -> None:
+        frames = [adt(f"B{s}-{n}", mrn=f"BURST-{s}-{n}") for n in range(per_sender)]
+        try:
+            with socket.create_connection(("127.0.0.1", server.mllp_port), timeout=10) as sock:
+                sock.sendall(b"".join(encode_frame(f) for f in frames))
+                buffer = b""
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                    while b"\x1c\r" in buffer:
+                        frame, buffer = buffer.split(b"\x1c\r", 1)
+                        fields = msa(frame.lstrip(b"\x0b") + b"\r")
+                        with lock:
+                            acked[fields[2]] = fields[1] == "AA"
+        except OSError:
+            return
+
+    threads = [threading.Thread(target=burst, args=(s,)) for s in range(senders)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(acked) < senders * per_sender // 4:
+        time.sleep(0.005)
+    server.stop(signal.SIGKILL)
+    for thread in threads:
+        thread.join(timeout=30)
+    acked_ids = {control_id for control_id, ok in acked.items() if ok}
+    assert 0 < len(acked_ids) < senders * per_sender, "the kill must land mid-burst"
+
+    server.start()
+    try:
+        with MllpClient("127.0.0.1", server.mllp_port) as client:
+            for s in range(senders):
+                for n in range(per_sender):
+                    reply = msa(client.send(adt(f"B{s}-{n}", mrn=f"BURST-{s}-{n}")))
+                    assert reply[1] == "AA"
+        for control_id in sorted(acked_ids)[:: max(1, len(acked_ids) // 40)]:
+            s, n = control_id[1:].split("-")
+            status, bundle = server.get(f"/fhir/Patient?identifier={SYSTEM}|BURST-{s}-{n}")
+            assert bundle["total"] == 1, f"{control_id} was ACKed before the kill but is lost"
+            assert bundle["entry"][0]["resource"]["meta"]["versionId"] == "1"
+        status, everything = server.get("/fhir/Patient?_count=1000")
+        assert everything["total"] == senders * per_sender
+    finally:
+        server.stop()
+    engine = make_engine(f"sqlite:///{tmp_path / 'medhub.db'}")
+    with engine.connect() as connection:
+        applied = connection.execute(
+            select(Hl7MessageRow.status, func.count()).group_by(Hl7MessageRow.status)
+        ).all()
+    engine.dispose()
+    counts = dict(applied)
+    assert counts["accepted"] == senders * per_sender  # each applied exactly once
+    assert counts["duplicate"] >= len(acked_ids)  # the resends of ACKed messages
