@@ -99,24 +99,94 @@ def decode_er7(data: bytes) -> str:
         ) from exc
 
 
-class Segment:
-    """One segment; ``fields[n]`` is field n as raw ER7 (escape sequences still in)."""
+FieldTree = list[list[list[str]]]
+"""One field decoded: repetitions -> components -> sub-components, all unescaped."""
 
-    __slots__ = ("name", "fields", "_delims")
+
+class Segment:
+    """One segment; ``fields[n]`` is field n as raw ER7 (escape sequences still in).
+
+    A field is split into repetitions/components/sub-components and unescaped
+    the first time it is read, then cached, so reading a field twice costs a
+    lookup and fields never read cost nothing.
+    """
+
+    __slots__ = ("name", "fields", "_delims", "_trees")
 
     def __init__(self, name: str, fields: list[str], delimiters: Delimiters) -> None:
         self.name = name
         self.fields = fields
         self._delims = delimiters
+        self._trees: list[FieldTree | None] | None = None
 
     def raw(self, number: int) -> str:
         """Field ``number`` as raw ER7, or ``""`` when absent."""
         return self.fields[number] if 0 <= number < len(self.fields) else ""
 
+    def tree(self, number: int) -> FieldTree:
+        """Field ``number`` fully decoded (``[]`` when absent or empty)."""
+        if not 0 < number < len(self.fields):
+            return []
+        trees = self._trees
+        if trees is None:
+            trees = self._trees = [None] * len(self.fields)
+        cached = trees[number]
+        if cached is None:
+            cached = trees[number] = self._decode(number)
+        return cached
+
+    def decode_all(self) -> list[FieldTree]:
+        """Every field decoded at once (fields 1..n); one tight loop, for full parses."""
+        d = self._delims
+        rep, comp, sub, esc = d.repetition, d.component, d.subcomponent, d.escape
+        fields = self.fields
+        trees: list[FieldTree] = []
+        start = 1
+        if self.name == "MSH":
+            trees = [[[[fields[1]]]], [[[fields[2]]]]] if len(fields) > 2 else []
+            start = 3
+        for raw in fields[start:]:
+            if not raw:
+                trees.append([])
+            elif comp not in raw and rep not in raw and sub not in raw and esc not in raw:
+                trees.append([[[raw]]])
+            else:
+                trees.append(
+                    [
+                        [
+                            [unescape(x, d) if esc in x else x for x in c.split(sub)]
+                            if sub in c
+                            else [unescape(c, d) if esc in c else c]
+                            for c in r.split(comp)
+                        ]
+                        for r in raw.split(rep)
+                    ]
+                )
+        self._trees = [None, *trees]
+        return trees
+
+    def _decode(self, number: int) -> FieldTree:
+        raw = self.fields[number]
+        if raw == "":
+            return []
+        d = self._delims
+        if self.name == "MSH" and number in (1, 2):
+            return [[[raw]]]
+        if not _needs_split(raw, d):
+            return [[[raw]]]
+        esc = d.escape
+        return [
+            [
+                [unescape(sub, d) if esc in sub else sub for sub in comp.split(d.subcomponent)]
+                for comp in rep.split(d.component)
+            ]
+            for rep in raw.split(d.repetition)
+        ]
+
     def repetitions(self, number: int) -> list[str]:
         """The raw repetitions of a field (an absent field has none)."""
         raw = self.raw(number)
-        if raw == "":
+        if raw == "" or number == 0:
             return []
         if self.name == "MSH" and number in (1, 2):
             return [raw]
@@ -126,31 +196,31 @@ class Segment:
         self, number: int, repetition: int = 1, component: int = 1, subcomponent: int = 1
     ) -> str:
         """The unescaped text at field/repetition/component/sub-component (1-based)."""
-        reps = self.repetitions(number)
-        if repetition > len(reps):
+        tree = self.tree(number)
+        if repetition > len(tree):
             return ""
-        text = reps[repetition - 1]
-        if self.name == "MSH" and number in (1, 2):
-            return text
-        comps = text.split(self._delims.component)
+        comps = tree[repetition - 1]
         if component > len(comps):
             return ""
-        subs = comps[component - 1].split(self._delims.subcomponent)
+        subs = comps[component - 1]
         if subcomponent > len(subs):
             return ""
-        return unescape(subs[subcomponent - 1], self._delims)
+        return subs[subcomponent - 1]
 
     def components(self, number: int, repetition: int = 1) -> list[str]:
-        """The unescaped components of one repetition (sub-components left joined)."""
-        reps = self.repetitions(number)
-        if repetition > len(reps):
+        """The unescaped components of one repetition (sub-components joined back with ``&``)."""
+        tree = self.tree(number)
+        if repetition > len(tree):
             return []
-        return [
-            unescape(c, self._delims) for c in reps[repetition - 1].split(self._delims.component)
-        ]
+        sub = self._delims.subcomponent
+        return [subs[0] if len(subs) == 1 else sub.join(subs) for subs in tree[repetition - 1]]
 
     def __repr__(self) -> str:
         return f"Segment({self.name!r}, {len(self.fields) - 1} fields)"
+
+
+def _needs_split(raw: str, d: Delimiters) -> bool:
+    return d.repetition in raw or d.component in raw or d.subcomponent in raw or d.escape in raw
 
 
 class Message:
@@ -194,6 +264,10 @@ class Message:
             int(match["sub"] or 1),
         )
 
+    def decode_all(self) -> list[tuple[str, list[FieldTree]]]:
+        """Every field of every segment decoded (a *full* parse, e.g. for export or tests)."""
+        return [(seg.name, seg.decode_all()) for seg in self.segments]
+
     @property
     def message_type(self) -> tuple[str, str, str]:
         """MSH-9 as (message code, trigger event, message structure)."""
@@ -203,6 +277,20 @@ class Message:
     @property
     def control_id(self) -> str:
         return self.msh.value(10)
+
+
+_NAMES_SEEN: set[str] = set()
+
+
+def _valid_segment_name(name: str) -> bool:
+    """Segment ids are three of ``[A-Z0-9]`` starting with a letter; seen names are cached."""
+    if name in _NAMES_SEEN:
+        return True
+    if not _SEGMENT_NAME.match(name):
+        return False
+    if len(_NAMES_SEEN) < 4096:
+        _NAMES_SEEN.add(name)
+    return True
 
 
 def parse_er7(text: str) -> Message:
@@ -231,11 +319,12 @@ def parse_er7(text: str) -> Message:
         )
     delims = Delimiters(field_sep, encoding[0], encoding[1], encoding[2], encoding[3])
     segments: list[Segment] = []
-    for index, line in enumerate(_SEGMENT_SPLIT.split(text), start=1):
-        if not line.strip():
+    lines = text.split("\r") if "\n" not in text else _SEGMENT_SPLIT.split(text)
+    for index, line in enumerate(lines, start=1):
+        if not line or line.isspace():
             continue
         name = line[:3]
-        if not _SEGMENT_NAME.match(name) or (len(line) > 3 and line[3] != field_sep):
+        if (len(line) > 3 and line[3] != field_sep) or not _valid_segment_name(name):
             raise _parse_error(
                 f"segment {index} has no valid segment name: {line[:20]!r}",
                 Hl7Location(name if _SEGMENT_NAME.match(name) else "", index),
