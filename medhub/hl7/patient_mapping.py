@@ -10,6 +10,7 @@ sequences are already decoded.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Final
 
 from medhub.clinical.identifiers import V2_0203, authority_system
@@ -57,9 +58,16 @@ V3_MARITAL: Final = "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus"
 def hl7_date(value: str, location: Hl7Location) -> str:
     """HL7 DT/DTM (``YYYY[MM[DD[...]]]``) -> FHIR date (``YYYY[-MM[-DD]]``)."""
     digits = value.split("+")[0].split("-")[0].split(".")[0]
-    if not digits.isdigit() or len(digits) < 4:
-        message = f"{location.terser()} {value!r} is not an HL7 date"
+    message = f"{location.terser()} {value!r} is not an HL7 date"
+    if not digits.isdigit() or len(digits) < 4 or len(digits) in (5, 7):
         raise MissingDataError(message, [Issue(message, location=location, hl7_error_code=102)])
+    year, month, day = int(digits[:4]), int(digits[4:6] or 1), int(digits[6:8] or 1)
+    try:
+        date(year, month, day)  # month 13 or 30 February must not reach the store
+    except ValueError as exc:
+        raise MissingDataError(
+            message, [Issue(message, location=location, hl7_error_code=102)]
+        ) from exc
     parts = [digits[:4]]
     if len(digits) >= 6:
         parts.append(digits[4:6])
