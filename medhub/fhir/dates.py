@@ -21,15 +21,40 @@ _DATE_RE: Final = re.compile(
 )
 
 
-def _add_months(value: datetime, months: int) -> datetime:
-    total = value.year * 12 + value.month - 1 + months
-    return value.replace(year=total // 12, month=total % 12 + 1)
+#: The ends of time as Python can hold them; ranges that run past them are clamped.
+MIN_UTC = datetime.min.replace(tzinfo=UTC)
+MAX_UTC = datetime.max.replace(tzinfo=UTC)
+
+
+def _next(value: datetime, unit: str, amount: int = 1) -> datetime:
+    """``value`` plus one year/month/day/…; ``MAX_UTC`` past the end of the calendar."""
+    try:
+        if unit == "year":
+            return value.replace(year=value.year + 1)
+        if unit == "month":
+            total = value.year * 12 + value.month - 1 + amount
+            return value.replace(year=total // 12, month=total % 12 + 1)
+        return value + {
+            "day": timedelta(days=1),
+            "minute": timedelta(minutes=1),
+            "second": timedelta(seconds=1),
+        }.get(unit, timedelta(microseconds=amount))
+    except (OverflowError, ValueError):
+        return MAX_UTC
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        return MIN_UTC if value.year == 1 else MAX_UTC
 
 
 def parse_fhir_date_range(text: str) -> tuple[datetime, datetime]:
     """The UTC range ``[low, high)`` that a FHIR date/dateTime/instant string covers.
 
-    Raises :class:`InputError` for text that is not a FHIR date.
+    Raises :class:`InputError` for text that is not a FHIR date. Values at the
+    ends of the calendar (``9999-12-31``) are clamped, never an overflow.
     """
     match = _DATE_RE.match(text.strip())
     if not match:
@@ -39,15 +64,15 @@ def parse_fhir_date_range(text: str) -> tuple[datetime, datetime]:
         year = int(parts["y"])
         if parts["m"] is None:
             low = datetime(year, 1, 1, tzinfo=UTC)
-            return low, low.replace(year=year + 1)
+            return low, _next(low, "year")
         month = int(parts["m"])
         if parts["d"] is None:
             low = datetime(year, month, 1, tzinfo=UTC)
-            return low, _add_months(low, 1)
+            return low, _next(low, "month")
         day = int(parts["d"])
         if parts["H"] is None:
             low = datetime(year, month, day, tzinfo=UTC)
-            return low, low + timedelta(days=1)
+            return low, _next(low, "day")
         tz: tzinfo = UTC
         if parts["tz"] and parts["tz"] != "Z":
             sign = 1 if parts["tz"][0] == "+" else -1
@@ -55,16 +80,14 @@ def parse_fhir_date_range(text: str) -> tuple[datetime, datetime]:
             tz = timezone(timedelta(hours=int(hours), minutes=int(minutes)) * sign)
         local = datetime(year, month, day, int(parts["H"]), int(parts["M"]), tzinfo=tz)
         if parts["S"] is None:
-            low = local.astimezone(UTC)
-            return low, low + timedelta(minutes=1)
+            low = _utc(local)
+            return low, _next(low, "minute")
         local = local.replace(second=int(parts["S"]))
         if parts["f"] is None:
-            low = local.astimezone(UTC)
-            return low, low + timedelta(seconds=1)
+            low = _utc(local)
+            return low, _next(low, "second")
         digits = parts["f"]
-        micros = int((digits + "000000")[:6])
-        low = local.replace(microsecond=micros).astimezone(UTC)
-        step = timedelta(microseconds=10 ** max(0, 6 - len(digits)))
-        return low, low + step
+        low = _utc(local.replace(microsecond=int((digits + "000000")[:6])))
+        return low, _next(low, "micro", 10 ** max(0, 6 - len(digits)))
     except ValueError as exc:
         raise InputError(f"{text!r} is not a valid date: {exc}") from exc

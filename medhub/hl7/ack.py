@@ -40,7 +40,12 @@ _TABLE_0357_TEXT: Final[dict[int, str]] = {
 
 @dataclass(frozen=True, slots=True)
 class AckHeader:
-    """The MSH fields of the inbound message an ACK needs (read leniently)."""
+    """The MSH fields of the inbound message an ACK needs (read leniently).
+
+    Values are kept as raw ER7 in the inbound message's own delimiters, so the
+    ACK, which uses the same delimiters, echoes them byte for byte (escape
+    sequences and HD sub-parts included) without decoding and re-encoding.
+    """
 
     sending_application: str = ""
     sending_facility: str = ""
@@ -71,7 +76,10 @@ def salvage_header(text: str) -> AckHeader:
         delims = Delimiters(sep, encoding[0], encoding[1], encoding[2], encoding[3])
 
     def field(n: int) -> str:
-        return fields[n].split(delims.component)[0] if len(fields) > n else ""
+        return fields[n] if len(fields) > n else ""
+
+    def first_component(n: int) -> str:
+        return field(n).split(delims.component)[0]
 
     event = fields[9].split(delims.component) if len(fields) > 9 else []
     return AckHeader(
@@ -80,10 +88,10 @@ def salvage_header(text: str) -> AckHeader:
         receiving_application=field(5),
         receiving_facility=field(6),
         control_id=fields[10] if len(fields) > 10 else "",
-        processing_id=field(11) or "P",
-        version=field(12) or "2.5.1",
+        processing_id=first_component(11) or "P",
+        version=first_component(12) or "2.5.1",
         trigger_event=event[1] if len(event) > 1 else "",
-        accept_ack_type=field(15),
+        accept_ack_type=first_component(15),
         delimiters=delims,
     )
 
@@ -121,10 +129,10 @@ def build_ack(
         [
             "MSH",
             d.encoding_characters,
-            escape(header.receiving_application, d),
-            escape(header.receiving_facility, d),
-            escape(header.sending_application, d),
-            escape(header.sending_facility, d),
+            header.receiving_application,
+            header.receiving_facility,
+            header.sending_application,
+            header.sending_facility,
             stamp,
             "",
             d.component.join(["ACK", header.trigger_event, "ACK"])
@@ -135,7 +143,7 @@ def build_ack(
             header.version,
         ]
     )
-    msa = d.field.join(["MSA", msa_code, escape(header.control_id, d), escape(text[:80], d)])
+    msa = d.field.join(["MSA", msa_code, header.control_id, escape(text[:80], d)])
     segments = [msh, msa]
     for issue in issues:
         segments.append(_err_segment(issue, d))

@@ -67,7 +67,8 @@ def _parse_error(message: str, location: Hl7Location, code: int = 102) -> Messag
 
 def declared_charset(data: bytes) -> str:
     """The Python codec for MSH-18 of a raw message, read before decoding the bytes."""
-    first = _SEGMENT_SPLIT.split(data[:4096].decode("latin-1"), maxsplit=1)[0]
+    head = data[:4096].lstrip(b"\r\n\x00 \t").removeprefix(UTF8_BOM)
+    first = _SEGMENT_SPLIT.split(head.decode("latin-1"), maxsplit=1)[0]
     if not first.startswith("MSH") or len(first) < 4:
         return "ascii"
     fields = first.split(first[3])
@@ -334,12 +335,6 @@ def parse_er7(text: str) -> Message:
             fields = ["MSH", field_sep, *fields[1:]]
         segments.append(Segment(name, fields, delims))
     message = Message(delims, segments)
-    if len(message.msh.fields) < 12:
-        raise _parse_error(
-            "MSH must have at least 12 fields (up to MSH-12 version id)",
-            Hl7Location("MSH", 1, 12),
-            101,
-        )
     for number, label in (
         (9, "message type"),
         (10, "message control id"),
@@ -348,7 +343,7 @@ def parse_er7(text: str) -> Message:
     ):
         if not message.msh.value(number):
             raise _parse_error(
-                f"MSH-{number} ({label}) is empty", Hl7Location("MSH", 1, number), 101
+                f"MSH-{number} ({label}) is missing", Hl7Location("MSH", 1, number), 101
             )
     return message
 

@@ -48,7 +48,7 @@ class MllpDecoder:
     @property
     def pending_bytes(self) -> int:
         """Bytes of an unfinished frame (lost if the connection closes now)."""
-        return len(self._buffer) + self._skipping
+        return self._skipping or len(self._buffer)
 
     @property
     def in_frame(self) -> bool:
