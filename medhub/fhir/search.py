@@ -74,6 +74,7 @@ class SearchQuery:
     resource_type: str
     criteria: list[Criterion] = field(default_factory=list)
     count: int = DEFAULT_COUNT
+    with_total: bool = True  # False skips the COUNT query (internal lookups need no total)
 
 
 def _bad(param: str, message: str) -> InputError:

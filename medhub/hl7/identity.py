@@ -40,7 +40,9 @@ def find_by_identifiers(
     )
     if not values:
         return []
-    query = SearchQuery(resource_type, [Criterion(param, "token", values)], count=10)
+    query = SearchQuery(
+        resource_type, [Criterion(param, "token", values)], count=10, with_total=False
+    )
     return resources.search(query).resources
 
 
