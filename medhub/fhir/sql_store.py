@@ -18,16 +18,17 @@ import orjson
 from sqlalchemy import (
     ColumnElement,
     Engine,
+    Executable,
     Table,
     and_,
     delete,
     false,
     func,
     insert,
-    not_,
-    or_,
     select,
+    update,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -42,14 +43,8 @@ from medhub.errors import (
     StoreUnavailableError,
 )
 from medhub.fhir.indexing import extract_index_entries
-from medhub.fhir.search import (
-    Criterion,
-    DateValue,
-    ReferenceValue,
-    SearchQuery,
-    StringValue,
-    TokenValue,
-)
+from medhub.fhir.search import SearchQuery
+from medhub.fhir.sql_search import criterion_sql
 from medhub.fhir.sql_tables import (
     INDEX_TABLES,
     DateIndexRow,
@@ -68,7 +63,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _stored(row: ResourceRow | ResourceHistoryRow) -> StoredResource:
+def _stored(row: Any) -> StoredResource:
     return StoredResource(
         resource_type=row.res_type,
         id=row.res_id,
@@ -85,14 +80,28 @@ def _check_id(resource_type: str, resource_id: str) -> None:
         raise InputError(message, [Issue(message, expression=(f"{resource_type}.id",))])
 
 
+_RESOURCE: Table = ResourceRow.__table__  # type: ignore[assignment]
+_HISTORY: Table = ResourceHistoryRow.__table__  # type: ignore[assignment]
+
+
 class SqlResources:
-    """Resource operations inside one SQLAlchemy session (one transaction)."""
+    """Resource operations inside one transaction, with SQLAlchemy Core statements.
+
+    Core rather than ORM objects: a resource is written once per request and
+    never navigated as an object graph, and the ORM unit-of-work bookkeeping
+    cost more than the SQL itself (measured with bench/store_write.py).
+    """
 
     def __init__(self, session: Session, *, clock: Clock = utc_now, validate: bool = True) -> None:
         self.session = session
         self._clock = clock
         self._validate = validate
         self._lock_rows = session.get_bind().dialect.name != "sqlite"
+
+    @property
+    def _connection(self) -> Connection:
+        """The transaction's connection, begun on first use (not when the unit opens)."""
+        return self.session.connection()
 
     # -- writes ---------------------------------------------------------------
 
@@ -129,30 +138,31 @@ class SqlResources:
         current = self._current(resource_type, resource_id)
         if current is None or current.deleted:
             return None
-        now = self._clock()
-        current.version_id += 1
-        current.last_updated = now
-        current.deleted = True
-        current.body = None
-        self.session.add(
-            ResourceHistoryRow(
-                res_type=resource_type,
-                res_id=resource_id,
-                version_id=current.version_id,
-                last_updated=now,
+        stored = StoredResource(
+            resource_type, resource_id, current.version_id + 1, self._clock(), True, None
+        )
+        self._execute(
+            update(_RESOURCE)
+            .where(_RESOURCE.c.res_type == resource_type, _RESOURCE.c.res_id == resource_id)
+            .values(
+                version_id=stored.version_id,
+                last_updated=stored.last_updated,
                 deleted=True,
-                method="DELETE",
                 body=None,
             )
         )
+        self._execute(insert(_HISTORY).values(_history_values(stored, "DELETE")))
         self._clear_index(resource_type, resource_id)
-        self._flush()
-        return _stored(current)
+        return stored
 
     # -- reads ----------------------------------------------------------------
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
-        row = self.session.get(ResourceRow, (resource_type, resource_id))
+        row = self._connection.execute(
+            select(_RESOURCE).where(
+                _RESOURCE.c.res_type == resource_type, _RESOURCE.c.res_id == resource_id
+            )
+        ).first()
         if row is None:
             raise NotFoundError(f"{resource_type}/{resource_id} is not known")
         if row.deleted:
@@ -160,7 +170,13 @@ class SqlResources:
         return _stored(row)
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
-        row = self.session.get(ResourceHistoryRow, (resource_type, resource_id, version_id))
+        row = self._connection.execute(
+            select(_HISTORY).where(
+                _HISTORY.c.res_type == resource_type,
+                _HISTORY.c.res_id == resource_id,
+                _HISTORY.c.version_id == version_id,
+            )
+        ).first()
         if row is None:
             raise NotFoundError(f"{resource_type}/{resource_id} has no version {version_id}")
         if row.deleted:
@@ -168,13 +184,10 @@ class SqlResources:
         return _stored(row)
 
     def history(self, resource_type: str, resource_id: str) -> list[StoredResource]:
-        rows = self.session.scalars(
-            select(ResourceHistoryRow)
-            .where(
-                ResourceHistoryRow.res_type == resource_type,
-                ResourceHistoryRow.res_id == resource_id,
-            )
-            .order_by(ResourceHistoryRow.version_id.desc())
+        rows = self._connection.execute(
+            select(_HISTORY)
+            .where(_HISTORY.c.res_type == resource_type, _HISTORY.c.res_id == resource_id)
+            .order_by(_HISTORY.c.version_id.desc())
         ).all()
         if not rows:
             raise NotFoundError(f"{resource_type}/{resource_id} is not known")
@@ -185,15 +198,17 @@ class SqlResources:
             ResourceRow.res_type == query.resource_type,
             ResourceRow.deleted == false(),
         ]
-        conditions.extend(_criterion_sql(query.resource_type, c) for c in query.criteria)
+        conditions.extend(criterion_sql(query.resource_type, c) for c in query.criteria)
         where = and_(*conditions)
         total = None
         if query.with_total:
-            total = self.session.scalar(select(func.count()).select_from(ResourceRow).where(where))
-        rows = self.session.scalars(
-            select(ResourceRow)
+            total = self._connection.execute(
+                select(func.count()).select_from(_RESOURCE).where(where)
+            ).scalar()
+        rows = self._connection.execute(
+            select(_RESOURCE)
             .where(where)
-            .order_by(ResourceRow.last_updated.desc(), ResourceRow.res_id)
+            .order_by(_RESOURCE.c.last_updated.desc(), _RESOURCE.c.res_id)
             .limit(query.count)
         ).all()
         found = [_stored(row) for row in rows]
@@ -206,20 +221,32 @@ class SqlResources:
             return validate_resource(resource, expected_type=expected_type)
         return dict(resource)
 
-    def _current(self, resource_type: str, resource_id: str) -> ResourceRow | None:
-        statement = select(ResourceRow).where(
-            ResourceRow.res_type == resource_type, ResourceRow.res_id == resource_id
+    def _execute(self, statement: Executable, rows: list[dict[str, Any]] | None = None) -> None:
+        try:
+            if rows is None:
+                self._connection.execute(statement)
+            else:
+                self._connection.execute(statement, rows)
+        except IntegrityError as exc:
+            raise ConcurrentWriteError(
+                "a concurrent write to the same resource won; retry the request"
+            ) from exc
+
+    def _current(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        statement = select(_RESOURCE).where(
+            _RESOURCE.c.res_type == resource_type, _RESOURCE.c.res_id == resource_id
         )
         if self._lock_rows:
             statement = statement.with_for_update()
-        return self.session.scalars(statement).one_or_none()
+        row = self._connection.execute(statement).first()
+        return None if row is None else _stored(row)
 
     def _write(
         self,
         resource_type: str,
         resource_id: str,
         resource: dict[str, Any],
-        current: ResourceRow | None,
+        current: StoredResource | None,
         method: str,
     ) -> StoredResource:
         now = self._clock()
@@ -228,36 +255,29 @@ class SqlResources:
         meta["versionId"] = str(version)
         meta["lastUpdated"] = format_instant(now)
         body_dict = {**resource, "id": resource_id, "meta": meta}
-        body = orjson.dumps(body_dict).decode()
-        if current is None:
-            current = ResourceRow(res_type=resource_type, res_id=resource_id)
-            self.session.add(current)
-        current.version_id = version
-        current.last_updated = now
-        current.deleted = False
-        current.body = body
-        self.session.add(
-            ResourceHistoryRow(
-                res_type=resource_type,
-                res_id=resource_id,
-                version_id=version,
-                last_updated=now,
-                deleted=False,
-                method=method,
-                body=body,
-            )
+        stored = StoredResource(
+            resource_type, resource_id, version, now, False, orjson.dumps(body_dict).decode()
         )
-        if version > 1:
+        values = {"version_id": version, "last_updated": now, "deleted": False, "body": stored.body}
+        if current is None:
+            self._execute(
+                insert(_RESOURCE).values(res_type=resource_type, res_id=resource_id, **values)
+            )
+        else:
+            self._execute(
+                update(_RESOURCE)
+                .where(_RESOURCE.c.res_type == resource_type, _RESOURCE.c.res_id == resource_id)
+                .values(**values)
+            )
             self._clear_index(resource_type, resource_id)
+        self._execute(insert(_HISTORY).values(_history_values(stored, method)))
         self._write_index(resource_type, resource_id, body_dict)
-        self._flush()
-        return _stored(current)
+        return stored
 
     def _clear_index(self, resource_type: str, resource_id: str) -> None:
-        connection = self.session.connection()
         for table in INDEX_TABLES:
             core: Table = table.__table__  # type: ignore[assignment]
-            connection.execute(
+            self._execute(
                 delete(core).where(core.c.res_type == resource_type, core.c.res_id == resource_id)
             )
 
@@ -297,90 +317,21 @@ class SqlResources:
                 ],
             ),
         ]
-        # Core executemany on the session's connection: the ORM bulk path costs
-        # ~3 ms per resource here (measured, bench/store_write.py) for rows that
-        # are never loaded as objects.
-        connection = self.session.connection()
         for table, rows in batches:
             if rows:
-                connection.execute(insert(table.__table__), rows)
-
-    def _flush(self) -> None:
-        try:
-            self.session.flush()
-        except IntegrityError as exc:
-            raise ConcurrentWriteError(
-                "a concurrent write to the same resource won; retry the request"
-            ) from exc
+                self._execute(insert(table.__table__), rows)
 
 
-def _token_sql(value: TokenValue) -> ColumnElement[bool]:
-    parts: list[ColumnElement[bool]] = []
-    if value.code is not None:
-        parts.append(TokenIndexRow.code == value.code)
-    if value.system == "":
-        parts.append(TokenIndexRow.system.is_(None))
-    elif value.system is not None:
-        parts.append(TokenIndexRow.system == value.system)
-    return and_(*parts)
-
-
-def _string_sql(value: StringValue) -> ColumnElement[bool]:
-    if value.mode == "exact":
-        return StringIndexRow.exact == value.text
-    escaped = value.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    pattern = f"%{escaped}%" if value.mode == "contains" else f"{escaped}%"
-    return StringIndexRow.normalized.like(pattern, escape="\\")
-
-
-def _date_sql(value: DateValue) -> ColumnElement[bool]:
-    low, high = DateIndexRow.low, DateIndexRow.high
-    match value.prefix:
-        case "eq":
-            return and_(low >= value.low, high <= value.high)
-        case "ne":
-            return not_(and_(low >= value.low, high <= value.high))
-        case "lt":
-            return low < value.low
-        case "le":
-            return low < value.high
-        case "gt":
-            return high > value.high
-        case "ge":
-            return high > value.low
-        case "sa":
-            return low >= value.high
-        case _:  # "eb"
-            return high <= value.low
-
-
-def _reference_sql(value: ReferenceValue) -> ColumnElement[bool]:
-    if value.url is not None:
-        return ReferenceIndexRow.url == value.url
-    parts: list[ColumnElement[bool]] = [ReferenceIndexRow.target_id == value.target_id]
-    if value.target_type is not None:
-        parts.append(ReferenceIndexRow.target_type == value.target_type)
-    return and_(*parts)
-
-
-_BUILDERS: dict[str, tuple[Any, Callable[[Any], ColumnElement[bool]]]] = {
-    "token": (TokenIndexRow, _token_sql),
-    "string": (StringIndexRow, _string_sql),
-    "date": (DateIndexRow, _date_sql),
-    "reference": (ReferenceIndexRow, _reference_sql),
-}
-
-
-def _criterion_sql(resource_type: str, criterion: Criterion) -> ColumnElement[bool]:
-    """``res_id IN (index rows of this parameter matching any of the values)``."""
-    if criterion.kind == "id":
-        return ResourceRow.res_id.in_([str(v) for v in criterion.values])
-    table, build = _BUILDERS[criterion.kind]
-    matches = or_(*(build(v) for v in criterion.values))
-    owners = select(table.res_id).where(
-        table.res_type == resource_type, table.param == criterion.param, matches
-    )
-    return ResourceRow.res_id.in_(owners)
+def _history_values(stored: StoredResource, method: str) -> dict[str, Any]:
+    return {
+        "res_type": stored.resource_type,
+        "res_id": stored.id,
+        "version_id": stored.version_id,
+        "last_updated": stored.last_updated,
+        "deleted": stored.deleted,
+        "method": method,
+        "body": stored.body,
+    }
 
 
 class SqlResourceStore:

@@ -74,8 +74,9 @@ def test_a_dead_letter_is_applied_when_reprocessed_after_its_cause_is_fixed(
     both = adt("R3", mrn="A^^^HOSP&1.2.840.114350&ISO^MR~B", event="A08", family="MERGED")
     assert inbound.handle(both, "t").status == "dead-letter"
     [dead] = _rows(store, status="dead-letter")
+    [duplicate] = patient_ids(store, "B")
     with store.unit_of_work() as resources:  # the analyst resolves the duplicate patient
-        resources.delete("Patient", patient_ids(store, "B")[0])
+        resources.delete("Patient", duplicate)
     [result] = reprocess(store, inbound, ids=[dead])
     assert (result.status, result.ack_code) == ("accepted", "AA")
     [again] = reprocess(store, inbound, ids=[dead])
