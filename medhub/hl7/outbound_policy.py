@@ -82,8 +82,10 @@ def backoff_delay(
         raise ValueError("failures counts from 1")
     if not 0.0 <= jitter <= 1.0:
         raise ValueError("jitter must be within [0, 1]")
-    exponent = min(failures - 1, 64)  # beyond 2**64 every realistic cap is reached
-    planned = min(cap, base * multiplier**exponent)
+    try:
+        planned = min(cap, base * multiplier ** (failures - 1))
+    except OverflowError:  # a long outage: the exponential passed every float, and the cap
+        planned = cap
     return planned * (0.5 + 0.5 * jitter)
 
 
@@ -109,12 +111,15 @@ class AckVerdict:
     """What an ACK means for the message it answers.
 
     ``ack_code`` is MSA-1 as received ("" when there was none to read);
-    ``reason`` says why a message is not sent, in words for the operator.
+    ``reason`` says why a message is not sent, in words for the operator;
+    ``echoes`` is False when the answer is not an ACK of this message at all
+    (a sender then resynchronises, e.g. by opening a new connection).
     """
 
     outcome: Outcome
     ack_code: str
     reason: str = ""
+    echoes: bool = True
 
 
 def judge_ack(ack: bytes, control_id: str) -> AckVerdict:
@@ -134,7 +139,9 @@ def judge_ack(ack: bytes, control_id: str) -> AckVerdict:
     ]
     msa = next((s for s in segments if s.name == "MSA"), None)
     if msa is None:
-        return AckVerdict("retry", "", "the answer has no MSA segment, so it is not an ACK")
+        return AckVerdict(
+            "retry", "", "the answer has no MSA segment, so it is not an ACK", echoes=False
+        )
     code = msa.value(1).strip().upper()
     echoed = msa.value(2)
     if echoed != control_id:
@@ -143,6 +150,7 @@ def judge_ack(ack: bytes, control_id: str) -> AckVerdict:
             code,
             f"ACK MSA-2 {echoed!r} does not echo our MSH-10 {control_id!r}; "
             "it confirms another message, not this one",
+            echoes=False,
         )
     if code in _ACCEPTED:
         return AckVerdict("sent", code)

@@ -17,6 +17,7 @@ from medhub.db import outbox as _outbox_tables  # noqa: F401
 from medhub.db.base import metadata
 from medhub.fhir import sql_tables as _fhir_tables  # noqa: F401
 from medhub.hl7 import message_log as _hl7_tables  # noqa: F401
+from medhub.hl7 import outbound_queue as _outbound_tables  # noqa: F401
 
 MIGRATIONS_DIR = Path(__file__).parent
 
