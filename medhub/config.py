@@ -52,6 +52,24 @@ class MllpSettings(BaseModel):
     validate_mapped: bool = False
 
 
+class Hl7DestinationSettings(BaseModel):
+    """One outbound HL7 partner (EHR, pharmacy, LIS) reached over MLLP."""
+
+    name: str = Field(min_length=1, max_length=64)
+    host: str
+    port: int = Field(ge=1, le=65535)
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_server_hostname: str | None = None
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    ack_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=10, ge=1)
+    retry_base_seconds: float = Field(default=5.0, gt=0)
+    retry_max_seconds: float = Field(default=600.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything that can be configured; see the README's configuration table."""
 
@@ -72,6 +90,7 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     http: HttpSettings = Field(default_factory=HttpSettings)
     mllp: MllpSettings = Field(default_factory=MllpSettings)
+    hl7_destinations: list[Hl7DestinationSettings] = Field(default_factory=list)
     http_port: int | None = Field(
         default=None, validation_alias=AliasChoices("MEDHUB_HTTP_PORT", "http_port")
     )

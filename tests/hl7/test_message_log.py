@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from medhub.api.app import create_app
 from medhub.api.deps import ApiContext
-from medhub.cli import build, main
+from medhub.cli import main
 from medhub.config import Settings
 from medhub.fhir.search import parse_search
 from medhub.fhir.sql_store import SqlResourceStore
@@ -20,6 +20,7 @@ from medhub.hl7.inbound import Hl7Inbound
 from medhub.hl7.message_log import MessageQuery, SqlMessageLog
 from medhub.hl7.reprocess import reprocess
 from medhub.hl7.sql_units import sql_inbound_units
+from medhub.wiring import build
 from tests.builders import adt
 
 SYSTEM = "urn:oid:1.2.840.114350"

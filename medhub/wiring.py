@@ -1,0 +1,142 @@
+"""The composition root: the one place that reads settings and wires stores, services
+and transports together (STYLE.md habit 4). Commands in :mod:`medhub.cli` call it.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from medhub.adapters.group_commit import GroupCommitter
+from medhub.adapters.mllp_sender import MllpDestination, MllpSender, TlsClientOptions
+from medhub.adapters.mllp_server import MllpServer, MllpServerConfig, server_ssl_context
+from medhub.api.deps import ApiContext, ComponentHealth
+from medhub.config import Hl7DestinationSettings, Settings
+from medhub.db.engine import make_engine
+from medhub.errors import ConfigurationError, MedhubError
+from medhub.fhir.sql_store import SqlResourceStore, utc_now
+from medhub.hl7.inbound import Hl7Inbound
+from medhub.hl7.sql_units import sql_inbound_units
+
+
+def _path(value: Path | None) -> str | None:
+    return str(value) if value is not None else None
+
+
+def destination(settings: Hl7DestinationSettings) -> MllpDestination:
+    """An outbound partner's settings as the sender's configuration."""
+    tls = None
+    if settings.tls or settings.tls_ca_file or settings.tls_cert_file:
+        tls = TlsClientOptions(
+            ca_file=_path(settings.tls_ca_file),
+            cert_file=_path(settings.tls_cert_file),
+            key_file=_path(settings.tls_key_file),
+            server_hostname=settings.tls_server_hostname,
+        )
+    return MllpDestination(
+        name=settings.name,
+        host=settings.host,
+        port=settings.port,
+        tls=tls,
+        connect_timeout_seconds=settings.connect_timeout_seconds,
+        ack_timeout_seconds=settings.ack_timeout_seconds,
+        max_attempts=settings.max_attempts,
+        retry_base_seconds=settings.retry_base_seconds,
+        retry_max_seconds=settings.retry_max_seconds,
+    )
+
+
+def make_store(settings: Settings) -> SqlResourceStore:
+    engine = make_engine(settings.database_url.get_secret_value(), echo=settings.database_echo)
+    return SqlResourceStore(engine, clock=utc_now)
+
+
+@dataclass
+class Components:
+    """Everything ``serve`` runs, built from settings."""
+
+    settings: Settings
+    store: SqlResourceStore
+    inbound: Hl7Inbound
+    committer: GroupCommitter
+    mllp: MllpServer | None
+    senders: list[MllpSender] = field(default_factory=list)
+
+
+def _mllp_tls(settings: Settings) -> ssl.SSLContext | None:
+    mllp = settings.mllp
+    if mllp.tls_cert_file is None and mllp.tls_key_file is None:
+        if mllp.tls_client_ca_file is not None:
+            raise ConfigurationError("MEDHUB_MLLP__TLS_CLIENT_CA_FILE needs a server certificate")
+        return None
+    if mllp.tls_cert_file is None or mllp.tls_key_file is None:
+        raise ConfigurationError("MLLP TLS needs both MEDHUB_MLLP__TLS_CERT_FILE and _KEY_FILE")
+    try:
+        return server_ssl_context(
+            str(mllp.tls_cert_file),
+            str(mllp.tls_key_file),
+            str(mllp.tls_client_ca_file) if mllp.tls_client_ca_file else None,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"cannot load the MLLP TLS certificate or key: {exc}") from exc
+
+
+def build(settings: Settings) -> Components:
+    store = make_store(settings)
+    engine = store.engine
+    units = sql_inbound_units(store, validate=settings.mllp.validate_mapped)
+    inbound = Hl7Inbound(units, clock=utc_now)
+    # SQLite has one writer at a time; a second worker would only wait on the lock.
+    workers = settings.mllp.commit_workers or (1 if engine.dialect.name == "sqlite" else 2)
+    committer = GroupCommitter(
+        inbound.handle_batch, max_batch=settings.mllp.max_batch, workers=workers
+    )
+    mllp = None
+    if settings.mllp.enabled:
+        mllp = MllpServer(
+            MllpServerConfig(
+                host=settings.mllp.host,
+                port=settings.mllp.port,
+                max_frame_bytes=settings.mllp.max_frame_bytes,
+                idle_timeout_seconds=settings.mllp.idle_timeout_seconds,
+                ssl_context=_mllp_tls(settings),
+            ),
+            handler=committer.submit,
+            on_oversize=inbound.reject,
+        )
+    names = [d.name for d in settings.hl7_destinations]
+    if len(set(names)) != len(names):
+        raise ConfigurationError(f"HL7 destination names must be unique, got {names}")
+    senders = [
+        MllpSender(destination(d), store.session, clock=utc_now) for d in settings.hl7_destinations
+    ]
+    return Components(settings, store, inbound, committer, mllp, senders)
+
+
+def _database_health(store: SqlResourceStore) -> ComponentHealth:
+    try:
+        store.ping()
+    except MedhubError as exc:
+        return ComponentHealth("down", exc.message)
+    return ComponentHealth("up", store.engine.dialect.name)
+
+
+def api_context(components: Components) -> ApiContext:
+    mllp = components.mllp
+
+    def mllp_health() -> ComponentHealth:
+        if mllp is None:
+            return ComponentHealth("disabled")
+        try:
+            return ComponentHealth("up", f"port {mllp.port}")
+        except RuntimeError:
+            return ComponentHealth("down", "not listening")
+
+    checks = {"database": lambda: _database_health(components.store), "mllp": mllp_health}
+    return ApiContext(
+        store=components.store,
+        health_checks=checks,
+        inbound=components.inbound,
+        sql_store=components.store,
+    )
