@@ -52,7 +52,9 @@ class Server:
     def start(self) -> None:
         env = {
             **os.environ,
-            "MEDHUB_DATABASE_URL": f"sqlite:///{self.workdir / 'medhub.db'}",
+            "MEDHUB_DATABASE_URL": os.environ.get(
+                "MEDHUB_DATABASE_URL", f"sqlite:///{self.workdir / 'medhub.db'}"
+            ),
             "MEDHUB_HTTP_PORT": str(self.http_port),
             "MEDHUB_MLLP_PORT": str(self.mllp_port),
             "MEDHUB_HTTP__HOST": "127.0.0.1",
