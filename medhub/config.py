@@ -50,6 +50,7 @@ class MllpSettings(BaseModel):
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
     validate_mapped: bool = False
+    strict_structure: bool = False
 
 
 class Hl7DestinationSettings(BaseModel):

@@ -86,7 +86,7 @@ def build(settings: Settings) -> Components:
     store = make_store(settings)
     engine = store.engine
     units = sql_inbound_units(store, validate=settings.mllp.validate_mapped)
-    inbound = Hl7Inbound(units, clock=utc_now)
+    inbound = Hl7Inbound(units, clock=utc_now, strict_structure=settings.mllp.strict_structure)
     # SQLite has one writer at a time; a second worker would only wait on the lock.
     workers = settings.mllp.commit_workers or (1 if engine.dialect.name == "sqlite" else 2)
     committer = GroupCommitter(

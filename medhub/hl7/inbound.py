@@ -44,6 +44,7 @@ from medhub.hl7.apply_context import ApplyContext
 from medhub.hl7.dispatch import applier_for, message_key
 from medhub.hl7.er7 import Message, declared_charset, decode_er7, parse_er7
 from medhub.hl7.message_log import LoggedMessage, MessageLog, Status
+from medhub.hl7.structure_validation import check_structure
 
 log = structlog.get_logger(__name__)
 
@@ -112,7 +113,9 @@ class Hl7Inbound:
         *,
         clock: Callable[[], datetime],
         new_control_id: Callable[[], str] = _new_control_id,
+        strict_structure: bool = False,
     ) -> None:
+        self._strict_structure = strict_structure
         self._units = units
         self._clock = clock
         self._new_control_id = new_control_id
@@ -168,7 +171,10 @@ class Hl7Inbound:
         )
         if parse:
             try:
-                item.message = parse_er7(decode_er7(raw))
+                text = decode_er7(raw)
+                item.message = parse_er7(text)
+                if self._strict_structure:
+                    check_structure(text, item.message.msh.value(12))
             except MedhubError as exc:
                 item.error, item.status = exc, "rejected"
         return item

@@ -207,3 +207,21 @@ def test_every_message_is_logged(store: SqlResourceStore) -> None:
     inbound.handle(b"garbage", "test")
     with store.session() as session:
         assert session.scalar(select(func.count()).select_from(Hl7MessageRow)) == 11
+
+
+def test_strict_structure_validation_refuses_a_message_missing_a_required_segment(
+    sqlite_store: SqlResourceStore,
+) -> None:
+    strict = Hl7Inbound(
+        sql_inbound_units(sqlite_store), clock=lambda: datetime.now(UTC), strict_structure=True
+    )
+    assert strict.handle(adt("S-1"), "t").ack_code == "AA"
+    no_pv1 = adt("S-2").replace(b"PV1|1|I|ICU^101^A\r", b"")
+    outcome = strict.handle(no_pv1, "t")
+    segments = ack_segments(outcome.ack)
+    assert (outcome.status, segments["MSA"][1]) == ("rejected", "AR")
+    assert "PV1" in segments["ERR"][8]
+    default = inbound_for(sqlite_store).handle(
+        adt("S-3", mrn="L").replace(b"PV1|1|I|ICU^101^A\r", b""), "t"
+    )
+    assert default.status == "dead-letter"  # by default the A01 mapper itself needs PV1: AE
