@@ -23,6 +23,14 @@ from medhub.hl7.inbound import Hl7Inbound
 from medhub.hl7.sql_units import sql_inbound_units
 from medhub.migrations import upgrade
 
+#: Corpus messages that are refused AE on purpose, with the ERR-2 location the answer names.
+#: Each is broken in a way that would otherwise attach data to nothing or to the wrong order.
+EXPECTED_AE = {
+    "ORU-R01-01.hl7": "OBX^2^3",  # an ED result with no OBX-3: nothing says what it observes
+    "OML-O21-03.hl7": "ORC^1^2",  # ORC|SC with neither placer nor filler number: no order
+    "MDHHS-OML-O21-1.hl7": "OBR^1",  # a lost segment end glues ORC onto GT1: OBR without ORC
+}
+
 CORPUS_FILES = sorted(
     (Path(__file__).resolve().parents[3] / "shared" / "corpus" / "hl7").glob("*.hl7")
 )
@@ -54,6 +62,12 @@ def test_each_corpus_message_is_acknowledged(path: Path, template_db: Path, tmp_
     try:
         for raw in messages:
             outcome = inbound.handle(raw, "corpus")
+            if path.name in EXPECTED_AE:
+                assert (outcome.status, outcome.ack_code) == ("dead-letter", "AE")
+                assert outcome.ack is not None
+                err = parse_er7(outcome.ack.decode()).segment("ERR")
+                assert err is not None and err.raw(2) == EXPECTED_AE[path.name]
+                continue
             assert outcome.ack_code == "AA", outcome.error
             mapped = applier_for(parse_er7(decode_er7(raw))) is not None
             assert outcome.status == ("accepted" if mapped else "stored")
