@@ -140,26 +140,43 @@ def v2_table_concept(segment: Segment, field: int, table: str) -> dict[str, Any]
     return codeable_concept(segment, field, default_system=V2_TABLE_SYSTEM.format(table=table))
 
 
-def cx_identifier(
-    segment: Segment, field: int, repetition: int = 1, *, type_code: str = ""
+def identifier_at(
+    segment: Segment,
+    field: int,
+    repetition: int = 1,
+    *,
+    authority: int,
+    kind: int,
+    type_code: str = "",
 ) -> dict[str, Any] | None:
-    """CX -> Identifier: CX-1 value, CX-4 assigning authority as system, CX-5 (or ``type_code``)."""
+    """An identifier held in components of a field: value in component 1, assigning
+    authority (an HD) in ``authority``, identifier type (table 0203) in ``kind``.
+
+    CX puts them at 1/4/5, XCN at 1/9/13 (HL7 v2.5.1 §2.A.14, §2.A.89).
+    """
     value = clean(segment.value(field, repetition, 1))
     if not value:
         return None
     identifier: dict[str, Any] = {}
     system = authority_system(
-        clean(segment.value(field, repetition, 4, 1)),
-        clean(segment.value(field, repetition, 4, 2)),
-        clean(segment.value(field, repetition, 4, 3)),
+        clean(segment.value(field, repetition, authority, 1)),
+        clean(segment.value(field, repetition, authority, 2)),
+        clean(segment.value(field, repetition, authority, 3)),
     )
     if system:
         identifier["system"] = system
     identifier["value"] = value
-    kind = clean(type_code or segment.value(field, repetition, 5))
-    if kind:
-        identifier["type"] = {"coding": [{"system": V2_0203, "code": kind}]}
+    code = clean(type_code or segment.value(field, repetition, kind))
+    if code:
+        identifier["type"] = {"coding": [{"system": V2_0203, "code": code}]}
     return identifier
+
+
+def cx_identifier(
+    segment: Segment, field: int, repetition: int = 1, *, type_code: str = ""
+) -> dict[str, Any] | None:
+    """CX -> Identifier: CX-1 value, CX-4 assigning authority as system, CX-5 (or ``type_code``)."""
+    return identifier_at(segment, field, repetition, authority=4, kind=5, type_code=type_code)
 
 
 def cx_identifiers(segment: Segment, field: int) -> list[dict[str, Any]]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Any, Final
 
-from medhub.clinical.identifiers import V2_0203, authority_system
-from medhub.errors import Hl7Location, Issue, MissingDataError, UnsupportedMessageError
+from medhub.errors import Hl7Location, Issue, MissingDataError
+from medhub.hl7.datatype_mapping import cx_identifier
 from medhub.hl7.er7 import Message, Segment
 
 _GENDER: Final = {
@@ -77,21 +77,9 @@ def hl7_date(value: str, location: Hl7Location) -> str:
 
 
 def _identifiers(pid: Segment) -> list[dict[str, Any]]:
-    identifiers = []
-    for rep in range(1, len(pid.repetitions(3)) + 1):
-        value = pid.value(3, rep, 1)
-        if not value:
-            continue
-        namespace = pid.value(3, rep, 4, 1)
-        system = authority_system(namespace, pid.value(3, rep, 4, 2), pid.value(3, rep, 4, 3))
-        identifier: dict[str, Any] = {"value": value}
-        if system:
-            identifier["system"] = system
-        type_code = pid.value(3, rep, 5)
-        if type_code:
-            identifier["type"] = {"coding": [{"system": V2_0203, "code": type_code}]}
-        identifiers.append(identifier)
-    return identifiers
+    """PID-3, every repetition with a value (CX -> Identifier)."""
+    found = (cx_identifier(pid, 3, rep) for rep in range(1, len(pid.repetitions(3)) + 1))
+    return [identifier for identifier in found if identifier is not None]
 
 
 def _names(pid: Segment) -> list[dict[str, Any]]:
@@ -221,38 +209,3 @@ def pid_to_patient(message: Message) -> dict[str, Any]:
     elif pid.value(30).upper() == "Y":
         patient["deceasedBoolean"] = True
     return patient
-
-
-#: ADT trigger events that carry patient demographics medhub applies (HL7 v2.5.1 ch. 3).
-PATIENT_EVENTS: Final = frozenset({"A01", "A04", "A05", "A08", "A28", "A31"})
-
-
-def require_supported(message: Message) -> None:
-    """Reject message types this version of medhub does not process (AR, table 0357 200/201)."""
-    code, event, _ = message.message_type
-    if code != "ADT":
-        text = f"message type {code or '(empty)'} is not processed by this interface"
-        raise UnsupportedMessageError(
-            text,
-            [
-                Issue(
-                    text,
-                    code="not-supported",
-                    location=Hl7Location("MSH", 1, 9, 0, 1),
-                    hl7_error_code=200,
-                )
-            ],
-        )
-    if event not in PATIENT_EVENTS:
-        text = f"ADT event {event or '(empty)'} is not processed by this interface"
-        raise UnsupportedMessageError(
-            text,
-            [
-                Issue(
-                    text,
-                    code="not-supported",
-                    location=Hl7Location("MSH", 1, 9, 0, 2),
-                    hl7_error_code=201,
-                )
-            ],
-        )

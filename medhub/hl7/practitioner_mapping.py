@@ -16,9 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from medhub.clinical.identifiers import V2_0203, authority_system
 from medhub.errors import Hl7Location
-from medhub.hl7.datatype_mapping import clean
+from medhub.hl7.datatype_mapping import clean, identifier_at
 from medhub.hl7.er7 import Segment
 
 
@@ -49,22 +48,8 @@ def _name(segment: Segment, field: int, rep: int) -> dict[str, Any]:
 
 
 def _identifier(segment: Segment, field: int, rep: int) -> dict[str, Any] | None:
-    value = clean(segment.value(field, rep, 1))
-    if not value:
-        return None
-    identifier: dict[str, Any] = {}
-    system = authority_system(
-        clean(segment.value(field, rep, 9, 1)),
-        clean(segment.value(field, rep, 9, 2)),
-        clean(segment.value(field, rep, 9, 3)),
-    )
-    if system:
-        identifier["system"] = system
-    identifier["value"] = value
-    kind = clean(segment.value(field, rep, 13))
-    if kind:
-        identifier["type"] = {"coding": [{"system": V2_0203, "code": kind}]}
-    return identifier
+    """XCN-1 id with XCN-9 assigning authority and XCN-13 identifier type."""
+    return identifier_at(segment, field, rep, authority=9, kind=13)
 
 
 def display_name(name: dict[str, Any]) -> str:

@@ -8,9 +8,9 @@ import pytest
 
 from medhub.clinical.identifiers import LOCAL_AUTHORITY_PREFIX, V2_0203
 from medhub.clinical.resources import validate_resource
-from medhub.errors import Hl7Location, MedhubError, MissingDataError, UnsupportedMessageError
+from medhub.errors import Hl7Location, MedhubError, MissingDataError
 from medhub.hl7.er7 import Message, decode_er7, parse_er7
-from medhub.hl7.patient_mapping import V3_MARITAL, pid_to_patient, require_supported
+from medhub.hl7.patient_mapping import V3_MARITAL, pid_to_patient
 
 
 def message(pid: str | None, msh9: str = "ADT^A01^ADT_A01") -> Message:
@@ -254,31 +254,3 @@ def test_email_phone_and_death_indicator() -> None:
     assert patient["deceasedBoolean"] is True
     assert "address" not in patient
     validate_resource(patient)
-
-
-# -- supported messages -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("event", ["A01", "A04", "A05", "A08", "A28", "A31"])
-def test_patient_events_are_supported(event: str) -> None:
-    require_supported(message(pid(), f"ADT^{event}^ADT_A01"))
-
-
-@pytest.mark.parametrize(
-    ("msh9", "code", "component"),
-    [
-        ("ORU^R01^ORU_R01", 200, 1),
-        ("SIU^S12", 200, 1),
-        ("ADT^A03^ADT_A03", 201, 2),
-        ("ADT", 201, 2),
-    ],
-)
-def test_other_messages_are_refused_as_unsupported(msh9: str, code: int, component: int) -> None:
-    with pytest.raises(UnsupportedMessageError) as caught:
-        require_supported(message(pid(), msh9))
-    error = caught.value
-    assert error.hl7_ack_code == "AR"
-    assert error.issues[0].hl7_error_code == code
-    assert error.issues[0].location == Hl7Location("MSH", 1, 9, 0, component)
-    sent = (msh9.split("^") + [""])[component - 1]
-    assert (sent or "(empty)") in error.message
