@@ -16,14 +16,12 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
-    ColumnElement,
     Engine,
     Executable,
     Table,
     and_,
+    bindparam,
     delete,
-    false,
-    func,
     insert,
     select,
     update,
@@ -44,7 +42,7 @@ from medhub.errors import (
 )
 from medhub.fhir.indexing import extract_index_entries
 from medhub.fhir.search import SearchQuery
-from medhub.fhir.sql_search import criterion_sql
+from medhub.fhir.sql_search import search_statements
 from medhub.fhir.sql_tables import (
     INDEX_TABLES,
     DateIndexRow,
@@ -82,6 +80,35 @@ def _check_id(resource_type: str, resource_id: str) -> None:
 
 _RESOURCE: Table = ResourceRow.__table__  # type: ignore[assignment]
 _HISTORY: Table = ResourceHistoryRow.__table__  # type: ignore[assignment]
+
+# Prebuilt statements with bound parameters: building a statement per call costs
+# about five times more than running a prebuilt one (see medhub.fhir.sql_search).
+_IS_RESOURCE = and_(
+    _RESOURCE.c.res_type == bindparam("res_type"), _RESOURCE.c.res_id == bindparam("res_id")
+)
+_READ = select(_RESOURCE).where(_IS_RESOURCE)
+_READ_FOR_UPDATE = _READ.with_for_update()
+_INSERT_RESOURCE = insert(_RESOURCE)
+_UPDATE_RESOURCE = update(_RESOURCE).where(
+    _RESOURCE.c.res_type == bindparam("b_type"), _RESOURCE.c.res_id == bindparam("b_id")
+)
+_INSERT_HISTORY = insert(_HISTORY)
+_VREAD = select(_HISTORY).where(
+    _HISTORY.c.res_type == bindparam("res_type"),
+    _HISTORY.c.res_id == bindparam("res_id"),
+    _HISTORY.c.version_id == bindparam("version_id"),
+)
+_HISTORY_OF = (
+    select(_HISTORY)
+    .where(_HISTORY.c.res_type == bindparam("res_type"), _HISTORY.c.res_id == bindparam("res_id"))
+    .order_by(_HISTORY.c.version_id.desc())
+)
+_INDEX_CORE: list[Table] = [t.__table__ for t in INDEX_TABLES]  # type: ignore[misc]
+_CLEAR_INDEX = [
+    delete(t).where(t.c.res_type == bindparam("res_type"), t.c.res_id == bindparam("res_id"))
+    for t in _INDEX_CORE
+]
+_INSERT_INDEX = {t.name: insert(t) for t in _INDEX_CORE}
 
 
 class SqlResources:
@@ -142,16 +169,17 @@ class SqlResources:
             resource_type, resource_id, current.version_id + 1, self._clock(), True, None
         )
         self._execute(
-            update(_RESOURCE)
-            .where(_RESOURCE.c.res_type == resource_type, _RESOURCE.c.res_id == resource_id)
-            .values(
-                version_id=stored.version_id,
-                last_updated=stored.last_updated,
-                deleted=True,
-                body=None,
-            )
+            _UPDATE_RESOURCE,
+            {
+                "b_type": resource_type,
+                "b_id": resource_id,
+                "version_id": stored.version_id,
+                "last_updated": stored.last_updated,
+                "deleted": True,
+                "body": None,
+            },
         )
-        self._execute(insert(_HISTORY).values(_history_values(stored, "DELETE")))
+        self._execute(_INSERT_HISTORY, _history_values(stored, "DELETE"))
         self._clear_index(resource_type, resource_id)
         return stored
 
@@ -159,9 +187,7 @@ class SqlResources:
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
         row = self._connection.execute(
-            select(_RESOURCE).where(
-                _RESOURCE.c.res_type == resource_type, _RESOURCE.c.res_id == resource_id
-            )
+            _READ, {"res_type": resource_type, "res_id": resource_id}
         ).first()
         if row is None:
             raise NotFoundError(f"{resource_type}/{resource_id} is not known")
@@ -171,11 +197,7 @@ class SqlResources:
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
         row = self._connection.execute(
-            select(_HISTORY).where(
-                _HISTORY.c.res_type == resource_type,
-                _HISTORY.c.res_id == resource_id,
-                _HISTORY.c.version_id == version_id,
-            )
+            _VREAD, {"res_type": resource_type, "res_id": resource_id, "version_id": version_id}
         ).first()
         if row is None:
             raise NotFoundError(f"{resource_type}/{resource_id} has no version {version_id}")
@@ -185,32 +207,18 @@ class SqlResources:
 
     def history(self, resource_type: str, resource_id: str) -> list[StoredResource]:
         rows = self._connection.execute(
-            select(_HISTORY)
-            .where(_HISTORY.c.res_type == resource_type, _HISTORY.c.res_id == resource_id)
-            .order_by(_HISTORY.c.version_id.desc())
+            _HISTORY_OF, {"res_type": resource_type, "res_id": resource_id}
         ).all()
         if not rows:
             raise NotFoundError(f"{resource_type}/{resource_id} is not known")
         return [_stored(row) for row in rows]
 
     def search(self, query: SearchQuery) -> SearchResult:
-        conditions: list[ColumnElement[bool]] = [
-            ResourceRow.res_type == query.resource_type,
-            ResourceRow.deleted == false(),
-        ]
-        conditions.extend(criterion_sql(query.resource_type, c) for c in query.criteria)
-        where = and_(*conditions)
+        statements, params = search_statements(query)
         total = None
-        if query.with_total:
-            total = self._connection.execute(
-                select(func.count()).select_from(_RESOURCE).where(where)
-            ).scalar()
-        rows = self._connection.execute(
-            select(_RESOURCE)
-            .where(where)
-            .order_by(_RESOURCE.c.last_updated.desc(), _RESOURCE.c.res_id)
-            .limit(query.count)
-        ).all()
+        if statements.total is not None:
+            total = self._connection.execute(statements.total, params).scalar()
+        rows = self._connection.execute(statements.page, params).all()
         found = [_stored(row) for row in rows]
         return SearchResult(found, len(found) if total is None else int(total))
 
@@ -221,24 +229,21 @@ class SqlResources:
             return validate_resource(resource, expected_type=expected_type)
         return dict(resource)
 
-    def _execute(self, statement: Executable, rows: list[dict[str, Any]] | None = None) -> None:
+    def _execute(
+        self, statement: Executable, params: dict[str, Any] | list[dict[str, Any]]
+    ) -> None:
         try:
-            if rows is None:
-                self._connection.execute(statement)
-            else:
-                self._connection.execute(statement, rows)
+            self._connection.execute(statement, params)
         except IntegrityError as exc:
             raise ConcurrentWriteError(
                 "a concurrent write to the same resource won; retry the request"
             ) from exc
 
     def _current(self, resource_type: str, resource_id: str) -> StoredResource | None:
-        statement = select(_RESOURCE).where(
-            _RESOURCE.c.res_type == resource_type, _RESOURCE.c.res_id == resource_id
-        )
-        if self._lock_rows:
-            statement = statement.with_for_update()
-        row = self._connection.execute(statement).first()
+        statement = _READ_FOR_UPDATE if self._lock_rows else _READ
+        row = self._connection.execute(
+            statement, {"res_type": resource_type, "res_id": resource_id}
+        ).first()
         return None if row is None else _stored(row)
 
     def _write(
@@ -261,25 +266,20 @@ class SqlResources:
         values = {"version_id": version, "last_updated": now, "deleted": False, "body": stored.body}
         if current is None:
             self._execute(
-                insert(_RESOURCE).values(res_type=resource_type, res_id=resource_id, **values)
+                _INSERT_RESOURCE, {"res_type": resource_type, "res_id": resource_id, **values}
             )
         else:
             self._execute(
-                update(_RESOURCE)
-                .where(_RESOURCE.c.res_type == resource_type, _RESOURCE.c.res_id == resource_id)
-                .values(**values)
+                _UPDATE_RESOURCE, {"b_type": resource_type, "b_id": resource_id, **values}
             )
             self._clear_index(resource_type, resource_id)
-        self._execute(insert(_HISTORY).values(_history_values(stored, method)))
+        self._execute(_INSERT_HISTORY, _history_values(stored, method))
         self._write_index(resource_type, resource_id, body_dict)
         return stored
 
     def _clear_index(self, resource_type: str, resource_id: str) -> None:
-        for table in INDEX_TABLES:
-            core: Table = table.__table__  # type: ignore[assignment]
-            self._execute(
-                delete(core).where(core.c.res_type == resource_type, core.c.res_id == resource_id)
-            )
+        for statement in _CLEAR_INDEX:
+            self._execute(statement, {"res_type": resource_type, "res_id": resource_id})
 
     def _write_index(self, resource_type: str, resource_id: str, body: dict[str, Any]) -> None:
         entries = extract_index_entries(body)
@@ -319,7 +319,7 @@ class SqlResources:
         ]
         for table, rows in batches:
             if rows:
-                self._execute(insert(table.__table__), rows)
+                self._execute(_INSERT_INDEX[table.__tablename__], rows)
 
 
 def _history_values(stored: StoredResource, method: str) -> dict[str, Any]:
