@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import Index, String, select
+from sqlalchemy import Index, String, Table, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
@@ -58,6 +58,14 @@ class Hl7ControlIdRow(Base):
     content_sha256: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (MYSQL_TABLE_OPTIONS,)
+
+
+_CONTROL_IDS: Table = Hl7ControlIdRow.__table__  # type: ignore[assignment]
+_APPLIED_HASH = select(_CONTROL_IDS.c.content_sha256).where(
+    _CONTROL_IDS.c.sender == bindparam("sender"),
+    _CONTROL_IDS.c.control_id == bindparam("control_id"),
+)
+_MARK_APPLIED = insert(_CONTROL_IDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,21 +132,23 @@ class SqlMessageLog:
         self.session.add(row)
 
     def applied_hash(self, sender: str, control_id: str) -> str | None:
-        return self.session.scalar(
-            select(Hl7ControlIdRow.content_sha256).where(
-                Hl7ControlIdRow.sender == sender[:255],
-                Hl7ControlIdRow.control_id == control_id[:199],
-            )
+        row = (
+            self.session.connection()
+            .execute(_APPLIED_HASH, {"sender": sender[:255], "control_id": control_id[:199]})
+            .first()
         )
+        return None if row is None else str(row[0])
 
     def mark_applied(self, sender: str, control_id: str, content_sha256: str) -> None:
-        self.session.add(
-            Hl7ControlIdRow(
-                sender=sender[:255], control_id=control_id[:199], content_sha256=content_sha256
-            )
-        )
         try:
-            self.session.flush()
+            self.session.connection().execute(
+                _MARK_APPLIED,
+                {
+                    "sender": sender[:255],
+                    "control_id": control_id[:199],
+                    "content_sha256": content_sha256,
+                },
+            )
         except IntegrityError as exc:
             raise ConcurrentWriteError(
                 f"message {control_id!r} from {sender} is being applied concurrently"
