@@ -31,6 +31,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from medhub.clinical.resources import is_valid_id, validate_resource
+from medhub.db.base import metadata
+from medhub.db.statistics import StatisticsKeeper
 from medhub.errors import (
     ConcurrentWriteError,
     GoneError,
@@ -55,6 +57,8 @@ from medhub.fhir.sql_tables import (
 from medhub.fhir.store import SearchResult, StoredResource, UpdateOutcome, format_instant
 
 Clock = Callable[[], datetime]
+#: Session.info key counting the resources a transaction wrote (for statistics upkeep).
+WRITES_KEY = "medhub_writes"
 
 
 def utc_now() -> datetime:
@@ -263,6 +267,7 @@ class SqlResources:
         stored = StoredResource(
             resource_type, resource_id, version, now, False, orjson.dumps(body_dict).decode()
         )
+        self.session.info[WRITES_KEY] = self.session.info.get(WRITES_KEY, 0) + 1
         values = {"version_id": version, "last_updated": now, "deleted": False, "body": stored.body}
         if current is None:
             self._execute(
@@ -340,6 +345,7 @@ class SqlResourceStore:
     def __init__(self, engine: Engine, *, clock: Clock = utc_now) -> None:
         self.engine = engine
         self.clock = clock
+        self.statistics = StatisticsKeeper(engine, [t.name for t in metadata.sorted_tables])
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -349,8 +355,10 @@ class SqlResourceStore:
         answer "try again" (HTTP 503, HL7 AR) instead of crashing.
         """
         try:
-            with Session(self.engine, expire_on_commit=False) as session, session.begin():
-                yield session
+            with Session(self.engine, expire_on_commit=False) as session:
+                with session.begin():
+                    yield session
+                self.statistics.note_writes(session.info.get(WRITES_KEY, 0))
         except OperationalError as exc:
             raise StoreUnavailableError(f"the resource database failed: {exc.orig}") from exc
         except IntegrityError as exc:
