@@ -146,18 +146,19 @@ class Segment:
         if self.name == "MSH":
             trees = [[[[fields[1]]]], [[[fields[2]]]]] if len(fields) > 2 else []
             start = 3
+        append = trees.append
         for raw in fields[start:]:
             if not raw:
-                trees.append([])
+                append([])
             elif comp not in raw and rep not in raw and sub not in raw and esc not in raw:
-                trees.append([[[raw]]])
+                append([[[raw]]])
+            elif esc not in raw and sub not in raw:  # the common case: components only
+                append([[[c] for c in r.split(comp)] for r in raw.split(rep)])
             else:
-                trees.append(
+                append(
                     [
                         [
                             [unescape(x, d) if esc in x else x for x in c.split(sub)]
-                            if sub in c
-                            else [unescape(c, d) if esc in c else c]
                             for c in r.split(comp)
                         ]
                         for r in raw.split(rep)
@@ -176,6 +177,8 @@ class Segment:
         if not _needs_split(raw, d):
             return [[[raw]]]
         esc = d.escape
+        if esc not in raw and d.subcomponent not in raw:
+            return [[[c] for c in r.split(d.component)] for r in raw.split(d.repetition)]
         return [
             [
                 [unescape(sub, d) if esc in sub else sub for sub in comp.split(d.subcomponent)]
