@@ -192,6 +192,8 @@ def _shape_and_values(query: SearchQuery) -> tuple[Shape, list[Any]]:
         _, shape_of, values_of, _ = _KINDS[criterion.kind]
         shapes.append((criterion.kind, tuple(shape_of(v) for v in criterion.values)))
         values.append(criterion.param)
+        if _codes_prefilter(criterion.kind, shapes[-1][1]):
+            values.extend(v.code for v in criterion.values if isinstance(v, TokenValue))
         for value in criterion.values:
             values.extend(values_of(value))
     return (tuple(shapes), query.count, query.with_total), values
@@ -203,9 +205,21 @@ def _criterion_sql(shape: Shape, bind: _Binder, res_type: Any) -> ColumnElement[
         return ResourceRow.res_id.in_([bind() for _ in range(detail)])
     table, _, _, build = _KINDS[kind]
     param = bind()
-    matches = or_(*(build(value_shape, bind) for value_shape in detail))
-    owners = select(table.res_id).where(table.res_type == res_type, table.param == param, matches)
-    return ResourceRow.res_id.in_(owners)
+    conditions = [table.res_type == res_type, table.param == param]
+    if _codes_prefilter(kind, detail):
+        conditions.append(table.code.in_([bind() for _ in detail]))
+    conditions.append(or_(*(build(value_shape, bind) for value_shape in detail)))
+    return ResourceRow.res_id.in_(select(table.res_id).where(*conditions))
+
+
+def _codes_prefilter(kind: str, detail: Shape) -> bool:
+    """Several token values that all name a code get ``code IN (…)`` ahead of their OR.
+
+    An OR of ``(code AND system)`` pairs defeats the (type, param, code) index on
+    SQLite, so looking a patient up by two PID-3 identifiers scanned every
+    identifier row (260 lookups/s against 3,900 for one identifier, measured).
+    """
+    return kind == "token" and len(detail) > 1 and all(has_code for _, has_code in detail)
 
 
 def _build(shape: Shape) -> SearchStatements:
