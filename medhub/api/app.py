@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from medhub import __version__
-from medhub.api import fhir_routes, health, hl7_routes
+from medhub.api import fhir_routes, fhir_search_routes, health, hl7_routes
 from medhub.api.deps import ApiContext
 from medhub.api.outcomes import install_error_handlers
 
@@ -16,5 +16,6 @@ def create_app(context: ApiContext) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(fhir_routes.router)
+    app.include_router(fhir_search_routes.router)
     app.include_router(hl7_routes.router)
     return app

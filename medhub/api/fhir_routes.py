@@ -1,4 +1,4 @@
-"""The FHIR R4 REST routes (FHIR R4 http.html): read, vread, search, history.
+"""The FHIR R4 REST routes (FHIR R4 http.html): read, vread, history.
 
 Bodies are sent as stored (the JSON validated when it came in), so a read
 costs a primary-key lookup and no model round trip.
@@ -17,13 +17,12 @@ from medhub.api.deps import ContextDep
 from medhub.api.outcomes import FHIR_JSON
 from medhub.clinical.resources import RESOURCE_TYPES
 from medhub.errors import Issue, NotFoundError
-from medhub.fhir.search import parse_search
 from medhub.fhir.store import StoredResource
 
 router = APIRouter(prefix="/fhir")
 
 
-def _check_type(resource_type: str) -> None:
+def check_type(resource_type: str) -> None:
     if resource_type not in RESOURCE_TYPES:
         text = f"resource type {resource_type!r} is not supported"
         raise NotFoundError(text, [Issue(text, code="not-supported")])
@@ -37,7 +36,7 @@ def _resource_response(stored: StoredResource, status: int = 200) -> Response:
     return Response(stored.body, status_code=status, media_type=FHIR_JSON, headers=headers)
 
 
-def _bundle(
+def history_bundle(
     request: Request, bundle_type: str, items: list[StoredResource], total: int | None
 ) -> Response:
     base = str(request.base_url).rstrip("/") + "/fhir"
@@ -64,7 +63,7 @@ def _bundle(
 
 @router.get("/{resource_type}/{resource_id}")
 def read(resource_type: str, resource_id: str, context: ContextDep) -> Response:
-    _check_type(resource_type)
+    check_type(resource_type)
     with context.store.unit_of_work() as resources:
         stored = resources.read(resource_type, resource_id)
     return _resource_response(stored)
@@ -72,7 +71,7 @@ def read(resource_type: str, resource_id: str, context: ContextDep) -> Response:
 
 @router.get("/{resource_type}/{resource_id}/_history/{version_id}")
 def vread(resource_type: str, resource_id: str, version_id: int, context: ContextDep) -> Response:
-    _check_type(resource_type)
+    check_type(resource_type)
     with context.store.unit_of_work() as resources:
         stored = resources.vread(resource_type, resource_id, version_id)
     return _resource_response(stored)
@@ -82,16 +81,7 @@ def vread(resource_type: str, resource_id: str, version_id: int, context: Contex
 def history(
     request: Request, resource_type: str, resource_id: str, context: ContextDep
 ) -> Response:
-    _check_type(resource_type)
+    check_type(resource_type)
     with context.store.unit_of_work() as resources:
         versions = resources.history(resource_type, resource_id)
-    return _bundle(request, "history", versions, len(versions))
-
-
-@router.get("/{resource_type}")
-def search(request: Request, resource_type: str, context: ContextDep) -> Response:
-    _check_type(resource_type)
-    query = parse_search(resource_type, request.query_params.multi_items())
-    with context.store.unit_of_work() as resources:
-        result = resources.search(query)
-    return _bundle(request, "searchset", result.resources, result.total)
+    return history_bundle(request, "history", versions, len(versions))

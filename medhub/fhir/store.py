@@ -8,7 +8,7 @@ only after "the message and its effects" are durable (DESIGN.md, reliability).
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -49,10 +49,15 @@ class StoredResource:
 
 @dataclass(frozen=True, slots=True)
 class SearchResult:
-    """One page of matches plus the total count of matches."""
+    """One page of matches, the total count of matches (None: not counted) and included resources.
+
+    ``included`` holds what ``_include``/``_revinclude`` pulled in (search mode
+    ``include`` in the Bundle), never counted in ``total``.
+    """
 
     resources: list[StoredResource]
-    total: int
+    total: int | None
+    included: list[StoredResource] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
