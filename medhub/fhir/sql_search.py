@@ -28,6 +28,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.engine import Connection
 
 from medhub.fhir.search import (
     DateValue,
@@ -43,6 +44,7 @@ from medhub.fhir.sql_tables import (
     StringIndexRow,
     TokenIndexRow,
 )
+from medhub.fhir.store import SearchResult, StoredResource
 
 Shape = tuple[Any, ...]
 _CACHE_LIMIT: Final = 1024
@@ -255,3 +257,26 @@ def search_statements(query: SearchQuery) -> tuple[SearchStatements, dict[str, A
             _STATEMENTS.clear()
         _STATEMENTS[shape] = statements
     return statements, {f"p{i}": value for i, value in enumerate(values)}
+
+
+def run_search(connection: Connection, query: SearchQuery) -> SearchResult:
+    """Run the search in the caller's transaction: one page of matches and the total."""
+    statements, params = search_statements(query)
+    total = None
+    if statements.total is not None:
+        total = connection.execute(statements.total, params).scalar()
+    rows = connection.execute(statements.page, params).all()
+    found = [stored_resource(row) for row in rows]
+    return SearchResult(found, len(found) if total is None else int(total))
+
+
+def stored_resource(row: Any) -> StoredResource:
+    """A :class:`StoredResource` from a ``fhir_resource`` or ``fhir_resource_history`` row."""
+    return StoredResource(
+        resource_type=row.res_type,
+        id=row.res_id,
+        version_id=row.version_id,
+        last_updated=row.last_updated,
+        deleted=row.deleted,
+        body=row.body,
+    )

@@ -42,18 +42,10 @@ from medhub.errors import (
     PreconditionFailedError,
     StoreUnavailableError,
 )
-from medhub.fhir.indexing import extract_index_entries
 from medhub.fhir.search import SearchQuery
-from medhub.fhir.sql_search import search_statements
-from medhub.fhir.sql_tables import (
-    INDEX_TABLES,
-    DateIndexRow,
-    ReferenceIndexRow,
-    ResourceHistoryRow,
-    ResourceRow,
-    StringIndexRow,
-    TokenIndexRow,
-)
+from medhub.fhir.sql_index_rows import INDEX_CORE, index_rows
+from medhub.fhir.sql_search import run_search, stored_resource
+from medhub.fhir.sql_tables import ResourceHistoryRow, ResourceRow
 from medhub.fhir.store import SearchResult, StoredResource, UpdateOutcome, format_instant
 
 Clock = Callable[[], datetime]
@@ -63,17 +55,6 @@ WRITES_KEY = "medhub_writes"
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _stored(row: Any) -> StoredResource:
-    return StoredResource(
-        resource_type=row.res_type,
-        id=row.res_id,
-        version_id=row.version_id,
-        last_updated=row.last_updated,
-        deleted=row.deleted,
-        body=row.body,
-    )
 
 
 def _check_id(resource_type: str, resource_id: str) -> None:
@@ -107,12 +88,11 @@ _HISTORY_OF = (
     .where(_HISTORY.c.res_type == bindparam("res_type"), _HISTORY.c.res_id == bindparam("res_id"))
     .order_by(_HISTORY.c.version_id.desc())
 )
-_INDEX_CORE: list[Table] = [t.__table__ for t in INDEX_TABLES]  # type: ignore[misc]
 _CLEAR_INDEX = [
     delete(t).where(t.c.res_type == bindparam("res_type"), t.c.res_id == bindparam("res_id"))
-    for t in _INDEX_CORE
+    for t in INDEX_CORE
 ]
-_INSERT_INDEX = {t.name: insert(t) for t in _INDEX_CORE}
+_INSERT_INDEX = {t.name: insert(t) for t in INDEX_CORE}
 
 
 class SqlResources:
@@ -197,7 +177,7 @@ class SqlResources:
             raise NotFoundError(f"{resource_type}/{resource_id} is not known")
         if row.deleted:
             raise GoneError(f"{resource_type}/{resource_id} was deleted")
-        return _stored(row)
+        return stored_resource(row)
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
         row = self._connection.execute(
@@ -207,7 +187,7 @@ class SqlResources:
             raise NotFoundError(f"{resource_type}/{resource_id} has no version {version_id}")
         if row.deleted:
             raise GoneError(f"version {version_id} of {resource_type}/{resource_id} is a deletion")
-        return _stored(row)
+        return stored_resource(row)
 
     def history(self, resource_type: str, resource_id: str) -> list[StoredResource]:
         rows = self._connection.execute(
@@ -215,16 +195,10 @@ class SqlResources:
         ).all()
         if not rows:
             raise NotFoundError(f"{resource_type}/{resource_id} is not known")
-        return [_stored(row) for row in rows]
+        return [stored_resource(row) for row in rows]
 
     def search(self, query: SearchQuery) -> SearchResult:
-        statements, params = search_statements(query)
-        total = None
-        if statements.total is not None:
-            total = self._connection.execute(statements.total, params).scalar()
-        rows = self._connection.execute(statements.page, params).all()
-        found = [_stored(row) for row in rows]
-        return SearchResult(found, len(found) if total is None else int(total))
+        return run_search(self._connection, query)
 
     # -- internals ------------------------------------------------------------
 
@@ -248,7 +222,7 @@ class SqlResources:
         row = self._connection.execute(
             statement, {"res_type": resource_type, "res_id": resource_id}
         ).first()
-        return None if row is None else _stored(row)
+        return None if row is None else stored_resource(row)
 
     def _write(
         self,
@@ -287,44 +261,8 @@ class SqlResources:
             self._execute(statement, {"res_type": resource_type, "res_id": resource_id})
 
     def _write_index(self, resource_type: str, resource_id: str, body: dict[str, Any]) -> None:
-        entries = extract_index_entries(body)
-        owner = {"res_type": resource_type, "res_id": resource_id}
-        batches: list[tuple[type[Any], list[dict[str, Any]]]] = [
-            (
-                TokenIndexRow,
-                [
-                    {**owner, "param": e.param, "system": e.system, "code": e.code}
-                    for e in entries.tokens
-                ],
-            ),
-            (
-                StringIndexRow,
-                [
-                    {**owner, "param": e.param, "normalized": e.normalized, "exact": e.exact}
-                    for e in entries.strings
-                ],
-            ),
-            (
-                DateIndexRow,
-                [{**owner, "param": e.param, "low": e.low, "high": e.high} for e in entries.dates],
-            ),
-            (
-                ReferenceIndexRow,
-                [
-                    {
-                        **owner,
-                        "param": e.param,
-                        "target_type": e.target_type,
-                        "target_id": e.target_id,
-                        "url": e.url,
-                    }
-                    for e in entries.references
-                ],
-            ),
-        ]
-        for table, rows in batches:
-            if rows:
-                self._execute(_INSERT_INDEX[table.__tablename__], rows)
+        for table, rows in index_rows(resource_type, resource_id, body):
+            self._execute(_INSERT_INDEX[table.name], rows)
 
 
 def _history_values(stored: StoredResource, method: str) -> dict[str, Any]:
