@@ -18,6 +18,8 @@ with ``raise ... from exc`` so the original stays in the traceback.
      +-- InputError                  400  invalid        AE  207
      |    +-- MessageParseError      400  structure      AR  102  (HL7 / JSON syntax)
      |    +-- UnsupportedMessageError 400 not-supported  AR  200
+     |    +-- UnsupportedMediaError  415  not-supported  AE  207  (FHIR XML body)
+     |    +-- NotAcceptableError     406  not-supported  AE  207  (FHIR XML wanted)
      |    +-- InvalidResourceError   422  invalid        AE  102  (FHIR validation)
      |    +-- MissingDataError       422  required       AE  101
      +-- NotFoundError               404  not-found      AE  204
@@ -131,6 +133,20 @@ class UnsupportedMessageError(InputError):
     fhir_issue_code = "not-supported"
     hl7_ack_code: ClassVar[AckCode] = "AR"
     hl7_error_code = 200
+
+
+class UnsupportedMediaError(InputError):
+    """The body is in a format medhub does not read (FHIR XML, say): HTTP 415."""
+
+    http_status = 415
+    fhir_issue_code = "not-supported"
+
+
+class NotAcceptableError(InputError):
+    """The client accepts only formats medhub does not write: HTTP 406."""
+
+    http_status = 406
+    fhir_issue_code = "not-supported"
 
 
 class InvalidResourceError(InputError):

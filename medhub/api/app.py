@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from medhub import __version__
-from medhub.api import fhir_routes, fhir_search_routes, health, hl7_routes
+from medhub.api import fhir_capabilities, fhir_routes, fhir_search_routes, health, hl7_routes
 from medhub.api.deps import ApiContext
+from medhub.api.fhir_format import negotiate
 from medhub.api.outcomes import install_error_handlers
 
 
@@ -15,7 +16,8 @@ def create_app(context: ApiContext) -> FastAPI:
     app.state.context = context
     install_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(fhir_capabilities.router)  # /fhir/metadata before /fhir/{type}
     app.include_router(fhir_routes.router)
-    app.include_router(fhir_search_routes.router)
+    app.include_router(fhir_search_routes.router, dependencies=[Depends(negotiate)])
     app.include_router(hl7_routes.router)
     return app

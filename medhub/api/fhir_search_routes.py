@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from medhub.api.deps import ContextDep
-from medhub.api.fhir_routes import check_type
+from medhub.api.fhir_format import check_type
 from medhub.api.outcomes import FHIR_JSON
 from medhub.fhir.search import parse_search
 from medhub.fhir.store import SearchResult

@@ -9,8 +9,9 @@ caller's transaction. Concurrent updates of one resource are serialised with
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,8 +23,10 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    false,
     insert,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Connection
@@ -45,12 +48,14 @@ from medhub.errors import (
 from medhub.fhir.search import SearchQuery
 from medhub.fhir.sql_index_rows import INDEX_CORE, index_rows
 from medhub.fhir.sql_search import run_search, stored_resource
-from medhub.fhir.sql_tables import ResourceHistoryRow, ResourceRow
+from medhub.fhir.sql_tables import ReferenceIndexRow, ResourceHistoryRow, ResourceRow
 from medhub.fhir.store import SearchResult, StoredResource, UpdateOutcome, format_instant
 
 Clock = Callable[[], datetime]
 #: Session.info key counting the resources a transaction wrote (for statistics upkeep).
 WRITES_KEY = "medhub_writes"
+#: Session.info key listing the deferred-write queues to send before the session commits.
+FLUSHERS_KEY = "medhub_flushers"
 
 
 def utc_now() -> datetime:
@@ -88,11 +93,40 @@ _HISTORY_OF = (
     .where(_HISTORY.c.res_type == bindparam("res_type"), _HISTORY.c.res_id == bindparam("res_id"))
     .order_by(_HISTORY.c.version_id.desc())
 )
+_REF: Table = ReferenceIndexRow.__table__  # type: ignore[assignment]
+_REFERENCING = (
+    select(_RESOURCE)
+    .where(
+        tuple_(_RESOURCE.c.res_type, _RESOURCE.c.res_id).in_(
+            select(_REF.c.res_type, _REF.c.res_id).where(
+                _REF.c.target_type == bindparam("target_type"),
+                _REF.c.target_id == bindparam("target_id"),
+            )
+        ),
+        _RESOURCE.c.deleted == false(),
+    )
+    .order_by(_RESOURCE.c.res_type, _RESOURCE.c.last_updated, _RESOURCE.c.res_id)
+)
 _CLEAR_INDEX = [
     delete(t).where(t.c.res_type == bindparam("res_type"), t.c.res_id == bindparam("res_id"))
     for t in INDEX_CORE
 ]
 _INSERT_INDEX = {t.name: insert(t) for t in INDEX_CORE}
+
+
+@dataclass
+class _PendingWrites:
+    """Writes not yet sent to the database, grouped by statement (see :class:`SqlResources`)."""
+
+    clears: list[dict[str, Any]] = field(default_factory=list)
+    inserts: list[dict[str, Any]] = field(default_factory=list)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    index: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    keys: set[tuple[str, str]] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.history)
 
 
 class SqlResources:
@@ -101,6 +135,15 @@ class SqlResources:
     Core rather than ORM objects: a resource is written once per request and
     never navigated as an object graph, and the ORM unit-of-work bookkeeping
     cost more than the SQL itself (measured with bench/store_write.py).
+
+    Writes are *deferred*: a create, update or delete queues its rows and the
+    queue is sent as one statement per table (an executemany; on PostgreSQL
+    and MariaDB one multi-row INSERT) before the next read and before commit.
+    A transaction Bundle of 500 entries is then about six round trips instead
+    of 500 x 6. Reads always flush first, so they see every earlier write.
+    Versions this unit has read or written are remembered (the rows are locked
+    FOR UPDATE, or the SQLite write lock is held), so updating a resource twice
+    or after :meth:`prefetch` costs no extra read.
     """
 
     def __init__(self, session: Session, *, clock: Clock = utc_now, validate: bool = True) -> None:
@@ -108,6 +151,10 @@ class SqlResources:
         self._clock = clock
         self._validate = validate
         self._lock_rows = session.get_bind().dialect.name != "sqlite"
+        self._pending = _PendingWrites()
+        self._known: dict[tuple[str, str], StoredResource | None] = {}
+        flushers: list[Callable[[], None]] = session.info.setdefault(FLUSHERS_KEY, [])
+        flushers.append(self.flush)
 
     @property
     def _connection(self) -> Connection:
@@ -116,9 +163,12 @@ class SqlResources:
 
     # -- writes ---------------------------------------------------------------
 
-    def create(self, resource: dict[str, Any]) -> StoredResource:
+    def create(self, resource: dict[str, Any], *, resource_id: str | None = None) -> StoredResource:
         resource = self._checked(resource, None)
-        resource_id = str(uuid.uuid4())
+        if resource_id is None:
+            resource_id = str(uuid.uuid4())
+        else:
+            _check_id(resource["resourceType"], resource_id)
         return self._write(resource["resourceType"], resource_id, resource, None, "POST")
 
     def update(
@@ -136,24 +186,23 @@ class SqlResources:
             message = f"resource id {body_id!r} does not match the id {resource_id!r} in the URL"
             raise InputError(message, [Issue(message, expression=(f"{resource_type}.id",))])
         current = self._current(resource_type, resource_id)
-        if if_match is not None:
-            have = current.version_id if current is not None and not current.deleted else None
-            if have != if_match:
-                raise PreconditionFailedError(
-                    f"{resource_type}/{resource_id} is at version {have}, not {if_match}"
-                )
+        _check_version(resource_type, resource_id, current, if_match)
         stored = self._write(resource_type, resource_id, resource, current, "PUT")
         return UpdateOutcome(stored, created=current is None or current.deleted)
 
-    def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
+    def delete(
+        self, resource_type: str, resource_id: str, *, if_match: int | None = None
+    ) -> StoredResource | None:
         current = self._current(resource_type, resource_id)
+        _check_version(resource_type, resource_id, current, if_match)
         if current is None or current.deleted:
             return None
+        if (resource_type, resource_id) in self._pending.keys:
+            self.flush()  # its queued index rows must be written before they are cleared
         stored = StoredResource(
             resource_type, resource_id, current.version_id + 1, self._clock(), True, None
         )
-        self._execute(
-            _UPDATE_RESOURCE,
+        self._pending.updates.append(
             {
                 "b_type": resource_type,
                 "b_id": resource_id,
@@ -161,15 +210,74 @@ class SqlResources:
                 "last_updated": stored.last_updated,
                 "deleted": True,
                 "body": None,
-            },
+            }
         )
-        self._execute(_INSERT_HISTORY, _history_values(stored, "DELETE"))
-        self._clear_index(resource_type, resource_id)
+        self._pending.history.append(_history_values(stored, "DELETE"))
+        self._pending.clears.append({"res_type": resource_type, "res_id": resource_id})
+        self._pending.keys.add((resource_type, resource_id))
+        self._known[(resource_type, resource_id)] = stored
         return stored
+
+    def prefetch(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Read (and lock) the current versions of these resources in one query.
+
+        Later updates and deletes of them need no read of their own, so a
+        Bundle's writes stay queued until the end.
+        """
+        wanted = sorted({key for key in keys if key not in self._known})
+        if not wanted:
+            return
+        self.flush()
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            statement = select(_RESOURCE).where(
+                tuple_(_RESOURCE.c.res_type, _RESOURCE.c.res_id).in_(chunk)
+            )
+            if self._lock_rows:
+                statement = statement.with_for_update()
+            found = {
+                (row.res_type, row.res_id): stored_resource(row)
+                for row in self._connection.execute(statement)
+            }
+            for key in chunk:
+                self._known[key] = found.get(key)
+
+    def flush(self) -> None:
+        """Send the queued writes: one statement per table, in dependency order."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = _PendingWrites()
+        if pending.clears:
+            for statement in _CLEAR_INDEX:
+                self._execute(statement, pending.clears)
+        if pending.inserts:
+            self._execute(_INSERT_RESOURCE, pending.inserts)
+        if pending.updates:
+            self._execute(_UPDATE_RESOURCE, pending.updates)
+        self._execute(_INSERT_HISTORY, pending.history)
+        for name, rows in pending.index.items():
+            self._execute(_INSERT_INDEX[name], rows)
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: everything written inside is undone alone if the block raises."""
+        self.flush()
+        nested = self.session.begin_nested()
+        try:
+            yield
+            self.flush()
+        except BaseException:
+            self._pending = _PendingWrites()
+            self._known.clear()
+            nested.rollback()
+            raise
+        nested.commit()
 
     # -- reads ----------------------------------------------------------------
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
+        self.flush()
         row = self._connection.execute(
             _READ, {"res_type": resource_type, "res_id": resource_id}
         ).first()
@@ -180,6 +288,7 @@ class SqlResources:
         return stored_resource(row)
 
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
+        self.flush()
         row = self._connection.execute(
             _VREAD, {"res_type": resource_type, "res_id": resource_id, "version_id": version_id}
         ).first()
@@ -189,16 +298,42 @@ class SqlResources:
             raise GoneError(f"version {version_id} of {resource_type}/{resource_id} is a deletion")
         return stored_resource(row)
 
-    def history(self, resource_type: str, resource_id: str) -> list[StoredResource]:
-        rows = self._connection.execute(
-            _HISTORY_OF, {"res_type": resource_type, "res_id": resource_id}
-        ).all()
-        if not rows:
+    def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None = None,
+        *,
+        since: datetime | None = None,
+        count: int | None = None,
+    ) -> list[StoredResource]:
+        self.flush()
+        statement = select(_HISTORY)
+        if resource_type is not None:
+            statement = statement.where(_HISTORY.c.res_type == resource_type)
+        if resource_id is not None:
+            statement = statement.where(_HISTORY.c.res_id == resource_id)
+        if since is not None:
+            statement = statement.where(_HISTORY.c.last_updated >= since)
+        statement = statement.order_by(
+            _HISTORY.c.last_updated.desc(), _HISTORY.c.version_id.desc(), _HISTORY.c.res_id
+        )
+        if count is not None:
+            statement = statement.limit(count)
+        rows = self._connection.execute(statement).all()
+        if not rows and resource_id is not None and since is None:
             raise NotFoundError(f"{resource_type}/{resource_id} is not known")
         return [stored_resource(row) for row in rows]
 
     def search(self, query: SearchQuery) -> SearchResult:
+        self.flush()
         return run_search(self._connection, query)
+
+    def referencing(self, target_type: str, target_id: str) -> list[StoredResource]:
+        self.flush()
+        rows = self._connection.execute(
+            _REFERENCING, {"target_type": target_type, "target_id": target_id}
+        ).all()
+        return [stored_resource(row) for row in rows]
 
     # -- internals ------------------------------------------------------------
 
@@ -218,11 +353,17 @@ class SqlResources:
             ) from exc
 
     def _current(self, resource_type: str, resource_id: str) -> StoredResource | None:
+        key = (resource_type, resource_id)
+        if key in self._known:
+            return self._known[key]
+        self.flush()
         statement = _READ_FOR_UPDATE if self._lock_rows else _READ
         row = self._connection.execute(
             statement, {"res_type": resource_type, "res_id": resource_id}
         ).first()
-        return None if row is None else stored_resource(row)
+        current = None if row is None else stored_resource(row)
+        self._known[key] = current
+        return current
 
     def _write(
         self,
@@ -232,6 +373,10 @@ class SqlResources:
         current: StoredResource | None,
         method: str,
     ) -> StoredResource:
+        key = (resource_type, resource_id)
+        if current is None and key in self._known:
+            # Created earlier in this unit (or known to exist): an update, never a second insert.
+            current = self._known[key]
         now = self._clock()
         version = 1 if current is None else current.version_id + 1
         meta = dict(resource.get("meta") or {})
@@ -243,26 +388,35 @@ class SqlResources:
         )
         self.session.info[WRITES_KEY] = self.session.info.get(WRITES_KEY, 0) + 1
         values = {"version_id": version, "last_updated": now, "deleted": False, "body": stored.body}
+        pending = self._pending
         if current is None:
-            self._execute(
-                _INSERT_RESOURCE, {"res_type": resource_type, "res_id": resource_id, **values}
-            )
+            pending.inserts.append({"res_type": resource_type, "res_id": resource_id, **values})
         else:
-            self._execute(
-                _UPDATE_RESOURCE, {"b_type": resource_type, "b_id": resource_id, **values}
-            )
-            self._clear_index(resource_type, resource_id)
-        self._execute(_INSERT_HISTORY, _history_values(stored, method))
-        self._write_index(resource_type, resource_id, body_dict)
+            if key in pending.keys:
+                # Its earlier rows are still queued: send them so the index rows clear in order.
+                self.flush()
+                pending = self._pending
+            pending.updates.append({"b_type": resource_type, "b_id": resource_id, **values})
+            pending.clears.append({"res_type": resource_type, "res_id": resource_id})
+        pending.history.append(_history_values(stored, method))
+        pending.keys.add(key)
+        for table, rows in index_rows(resource_type, resource_id, body_dict):
+            pending.index.setdefault(table.name, []).extend(rows)
+        self._known[key] = stored
         return stored
 
-    def _clear_index(self, resource_type: str, resource_id: str) -> None:
-        for statement in _CLEAR_INDEX:
-            self._execute(statement, {"res_type": resource_type, "res_id": resource_id})
 
-    def _write_index(self, resource_type: str, resource_id: str, body: dict[str, Any]) -> None:
-        for table, rows in index_rows(resource_type, resource_id, body):
-            self._execute(_INSERT_INDEX[table.name], rows)
+def _check_version(
+    resource_type: str, resource_id: str, current: StoredResource | None, if_match: int | None
+) -> None:
+    """If-Match: the write applies only to the version the client last saw (else 412)."""
+    if if_match is None:
+        return
+    have = current.version_id if current is not None and not current.deleted else None
+    if have != if_match:
+        raise PreconditionFailedError(
+            f"{resource_type}/{resource_id} is at version {have}, not {if_match}"
+        )
 
 
 def _history_values(stored: StoredResource, method: str) -> dict[str, Any]:
@@ -296,6 +450,8 @@ class SqlResourceStore:
             with Session(self.engine, expire_on_commit=False) as session:
                 with session.begin():
                     yield session
+                    for flush in session.info.get(FLUSHERS_KEY, ()):
+                        flush()
                 self.statistics.note_writes(session.info.get(WRITES_KEY, 0))
         except OperationalError as exc:
             raise StoreUnavailableError(f"the resource database failed: {exc.orig}") from exc

@@ -71,8 +71,12 @@ class UpdateOutcome:
 class Resources(Protocol):
     """Resource operations inside one unit of work."""
 
-    def create(self, resource: dict[str, Any]) -> StoredResource:
-        """Store a new resource under a server-assigned id (version 1)."""
+    def create(self, resource: dict[str, Any], *, resource_id: str | None = None) -> StoredResource:
+        """Store a new resource as version 1, under ``resource_id`` or a server-assigned id.
+
+        A transaction Bundle assigns ids before writing so ``urn:uuid:`` references
+        can be rewritten; a client-chosen id goes through :meth:`update`.
+        """
 
     def update(
         self,
@@ -82,7 +86,10 @@ class Resources(Protocol):
         *,
         if_match: int | None = None,
     ) -> UpdateOutcome:
-        """Store a new version (or create with the client's id, FHIR update-as-create)."""
+        """Store a new version (or create with the client's id, FHIR update-as-create).
+
+        ``if_match``: PreconditionFailedError unless the current version is that one.
+        """
 
     def read(self, resource_type: str, resource_id: str) -> StoredResource:
         """The current version; NotFoundError if never stored, GoneError if deleted."""
@@ -90,14 +97,34 @@ class Resources(Protocol):
     def vread(self, resource_type: str, resource_id: str, version_id: int) -> StoredResource:
         """One specific version."""
 
-    def delete(self, resource_type: str, resource_id: str) -> StoredResource | None:
+    def delete(
+        self, resource_type: str, resource_id: str, *, if_match: int | None = None
+    ) -> StoredResource | None:
         """Mark deleted (history kept); None if there was nothing to delete."""
 
-    def history(self, resource_type: str, resource_id: str) -> list[StoredResource]:
-        """All versions, newest first."""
+    def history(
+        self,
+        resource_type: str | None,
+        resource_id: str | None = None,
+        *,
+        since: datetime | None = None,
+        count: int | None = None,
+    ) -> list[StoredResource]:
+        """Versions, newest first: of one resource, of a type (id None) or of all (type None).
+
+        ``since`` keeps versions updated at or after it; ``count`` caps the list.
+        Instance history of a never-stored resource is NotFoundError.
+        """
 
     def search(self, query: SearchQuery) -> SearchResult:
         """Current, non-deleted resources matching every criterion."""
+
+    def referencing(self, target_type: str, target_id: str) -> list[StoredResource]:
+        """Current, non-deleted resources with any indexed reference to ``target_type/target_id``.
+
+        What ``Patient/{id}/$everything`` gathers: the patient's compartment as
+        seen through the reference indexes.
+        """
 
 
 class ResourceStore(Protocol):

@@ -19,8 +19,8 @@ class SqlInboundUnit:
     outbox: SqlEventOutbox
 
     def savepoint(self) -> AbstractContextManager[object]:
-        """SAVEPOINT: one message of a batch rolls back alone."""
-        return self.resources.session.begin_nested()
+        """SAVEPOINT: one message of a batch rolls back alone (its queued writes with it)."""
+        return self.resources.savepoint()
 
 
 def sql_inbound_units(store: SqlResourceStore, *, validate: bool = False) -> UnitFactory:
