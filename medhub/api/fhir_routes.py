@@ -49,6 +49,44 @@ router = APIRouter(prefix="/fhir", dependencies=[Depends(negotiate)])
 
 MAX_HISTORY: int = 1000
 
+#: What the OpenAPI description says of the bodies read from the raw request.
+_RESOURCE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/fhir+json": {
+                "schema": {"type": "object", "description": "a FHIR R4 resource (JSON)"}
+            }
+        },
+    }
+}
+_BUNDLE_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/fhir+json": {
+                "schema": {
+                    "type": "object",
+                    "description": "a Bundle of type batch or transaction",
+                }
+            }
+        },
+    }
+}
+_PATCH_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json-patch+json": {
+                "schema": {"type": "array", "items": {"type": "object"}},
+            },
+            "application/fhir+json": {
+                "schema": {"type": "object", "description": "a FHIRPath Patch Parameters"}
+            },
+        },
+    }
+}
+
 
 def _version_headers(stored: StoredResource) -> dict[str, str]:
     return {
@@ -165,8 +203,8 @@ def system_history(request: Request, context: ContextDep) -> Response:
     return fhir_response(request, dumps(history_bundle(request, versions)))
 
 
-@router.post("")
-@router.post("/")
+@router.post("", openapi_extra=_BUNDLE_BODY)
+@router.post("/", include_in_schema=False)
 async def batch_or_transaction(request: Request, context: ContextDep) -> Response:
     """POST a batch or transaction Bundle to the base (FHIR R4 http.html#transaction)."""
     bundle = await read_json_body(request)
@@ -207,13 +245,13 @@ def type_history(request: Request, resource_type: str, context: ContextDep) -> R
     return fhir_response(request, dumps(history_bundle(request, versions)))
 
 
-@router.post("/{resource_type}/$validate")
+@router.post("/{resource_type}/$validate", openapi_extra=_RESOURCE_BODY)
 async def validate_type(request: Request, resource_type: str) -> Response:
     check_type(resource_type)
     return _validation_outcome(request, resource_type, await read_json_body(request))
 
 
-@router.post("/{resource_type}")
+@router.post("/{resource_type}", openapi_extra=_RESOURCE_BODY)
 async def create(request: Request, resource_type: str, context: ContextDep) -> Response:
     check_type(resource_type)
     body = await read_json_body(request)
@@ -227,7 +265,7 @@ async def create(request: Request, resource_type: str, context: ContextDep) -> R
     return _written_response(request, written, what="create")
 
 
-@router.put("/{resource_type}")
+@router.put("/{resource_type}", openapi_extra=_RESOURCE_BODY)
 async def conditional_update(request: Request, resource_type: str, context: ContextDep) -> Response:
     check_type(resource_type)
     body = await read_json_body(request)
@@ -251,7 +289,7 @@ def conditional_delete(request: Request, resource_type: str, context: ContextDep
     return _written_response(request, written, what=f"{resource_type}?{criteria}")
 
 
-@router.patch("/{resource_type}")
+@router.patch("/{resource_type}", openapi_extra=_PATCH_BODY)
 async def conditional_patch(request: Request, resource_type: str, context: ContextDep) -> Response:
     check_type(resource_type)
     fmt = patch_format(request.headers.get("content-type"))
@@ -300,7 +338,7 @@ def history(
     return fhir_response(request, dumps(history_bundle(request, versions)))
 
 
-@router.put("/{resource_type}/{resource_id}")
+@router.put("/{resource_type}/{resource_id}", openapi_extra=_RESOURCE_BODY)
 async def update(
     request: Request, resource_type: str, resource_id: str, context: ContextDep
 ) -> Response:
@@ -317,7 +355,7 @@ async def update(
     return _written_response(request, await run_in_threadpool(run), what="update")
 
 
-@router.patch("/{resource_type}/{resource_id}")
+@router.patch("/{resource_type}/{resource_id}", openapi_extra=_PATCH_BODY)
 async def patch(
     request: Request, resource_type: str, resource_id: str, context: ContextDep
 ) -> Response:
@@ -344,7 +382,7 @@ def delete(request: Request, resource_type: str, resource_id: str, context: Cont
     return _written_response(request, written, what=f"{resource_type}/{resource_id}")
 
 
-@router.post("/{resource_type}/{resource_id}/$validate")
+@router.post("/{resource_type}/{resource_id}/$validate", openapi_extra=_RESOURCE_BODY)
 async def validate_instance(request: Request, resource_type: str, resource_id: str) -> Response:
     check_type(resource_type)
     body = await read_json_body(request)

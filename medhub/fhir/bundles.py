@@ -88,7 +88,6 @@ class EntryResult:
 
     status: int
     stored: StoredResource | None = None
-    body: dict[str, Any] | None = None
     search: SearchResult | None = None
     error: MedhubError | None = None
     read: bool = False  # a GET: the resource goes into the response entry
