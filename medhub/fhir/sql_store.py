@@ -345,6 +345,11 @@ class SqlResources:
     def _execute(
         self, statement: Executable, params: dict[str, Any] | list[dict[str, Any]]
     ) -> None:
+        if isinstance(params, list) and len(params) == 1:
+            # One row: a plain execute. psycopg runs every executemany in pipeline
+            # mode, whose set-up costs more than the statement (measured: 18 -> 15%
+            # of the CPU of an HL7 ADT message on PostgreSQL).
+            params = params[0]
         try:
             self._connection.execute(statement, params)
         except IntegrityError as exc:
