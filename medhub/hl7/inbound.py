@@ -19,6 +19,7 @@ resend of an applied message: ACKed again, not applied twice), ``dead-letter``
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Callable, Sequence
@@ -96,6 +97,10 @@ class _Item:
         return f"{self.header.sending_application}|{self.header.sending_facility}"
 
 
+class _IsolateBatch(Exception):
+    """A message failed in a batch run without savepoints: run it again with one per message."""
+
+
 class _RetryBatch(Exception):
     """A concurrent transaction applied one of the batch's messages first: run the batch again."""
 
@@ -125,14 +130,26 @@ class Hl7Inbound:
         return self.handle_batch([(raw, peer)])[0]
 
     def handle_batch(self, batch: Sequence[tuple[bytes, str]]) -> list[InboundOutcome]:
-        """Process several messages in one transaction; outcomes in the same order."""
+        """Process several messages in one transaction; outcomes in the same order.
+
+        The batch first runs without a savepoint per message (two statements
+        fewer per message, and the queued writes of several messages go out
+        together). If a message fails, that attempt is rolled back and the
+        batch runs again with each message in its own savepoint, so the
+        failing one is dead-lettered alone and the others still commit.
+        """
         items = [self._prepare(raw, peer) for raw, peer in batch]
-        for attempt in (1, 2):
+        isolated = len(items) == 1
+        conflicts = 0
+        while True:
             try:
-                self._commit_batch(items)
+                self._commit_batch(items, isolated=isolated)
                 break
+            except _IsolateBatch:
+                isolated = True
             except (_RetryBatch, ConcurrentWriteError) as exc:
-                if attempt == 2:
+                conflicts += 1
+                if conflicts == 2:
                     self._fail_all(
                         items,
                         StoreUnavailableError(
@@ -140,12 +157,12 @@ class Hl7Inbound:
                         ),
                     )
                     break
-                for item in items:
-                    if item.message is not None:
-                        item.status, item.error = "accepted", None
             except MedhubError as exc:
                 self._fail_all(items, exc)
                 break
+            for item in items:
+                if item.message is not None:
+                    item.status, item.error = "accepted", None
         return [self._outcome(item) for item in items]
 
     def reject(self, raw: bytes, error: MedhubError, peer: str = "") -> InboundOutcome:
@@ -179,18 +196,19 @@ class Hl7Inbound:
                 item.error, item.status = exc, "rejected"
         return item
 
-    def _commit_batch(self, items: list[_Item]) -> None:
+    def _commit_batch(self, items: list[_Item], *, isolated: bool) -> None:
         with self._units() as unit:
             for item in items:
                 if item.message is not None and item.error is None:
-                    self._apply_one(unit, item)
+                    self._apply_one(unit, item, isolated=isolated)
                 self._log(unit, item)
 
-    def _apply_one(self, unit: InboundUnit, item: _Item) -> None:
+    def _apply_one(self, unit: InboundUnit, item: _Item, *, isolated: bool) -> None:
         message = item.message
         assert message is not None
+        guard = unit.savepoint() if isolated else contextlib.nullcontext()
         try:
-            with unit.savepoint():
+            with guard:
                 applied = unit.messages.applied_hash(item.sender, message.control_id)
                 if applied == item.digest:
                     item.status = "duplicate"
@@ -224,8 +242,12 @@ class Hl7Inbound:
         except ConcurrentWriteError as exc:
             raise _RetryBatch from exc
         except MedhubError as exc:
+            if not isolated:
+                raise _IsolateBatch from exc
             item.error, item.status = exc, "dead-letter"
         except Exception as exc:  # a bug must not take the listener down or be ACKed AA
+            if not isolated:
+                raise _IsolateBatch from exc
             log.exception(
                 "hl7.inbound.internal_error", peer=item.peer, control_id=item.header.control_id
             )
