@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import uuid
 from collections.abc import Iterator
@@ -334,3 +335,44 @@ def test_every_official_example_round_trips_through_one_transaction(client: Test
         assert {k: v for k, v in body.items() if k != "meta"} == {
             k: v for k, v in original.items() if k != "meta"
         }, original["id"]
+
+
+def test_patch_entries_in_a_transaction(client: TestClient) -> None:
+    created = client.post("/fhir/Patient", json=patient("PB-1"), headers=JSON).json()
+    json_patch = base64.b64encode(b'[{"op": "add", "path": "/active", "value": true}]').decode()
+    response = send(
+        client,
+        transaction(
+            {
+                "resource": {
+                    "resourceType": "Binary",
+                    "contentType": "application/json-patch+json",
+                    "data": json_patch,
+                },
+                "request": {"method": "PATCH", "url": f"Patient/{created['id']}"},
+            },
+            {
+                "resource": {
+                    "resourceType": "Parameters",
+                    "parameter": [
+                        {
+                            "name": "operation",
+                            "part": [
+                                {"name": "type", "valueCode": "add"},
+                                {"name": "path", "valueString": "Patient"},
+                                {"name": "name", "valueString": "gender"},
+                                {"name": "value", "valueCode": "female"},
+                            ],
+                        }
+                    ],
+                },
+                "request": {"method": "PATCH", "url": "Patient?identifier=urn:oid:1.2.3|PB-2"},
+            },
+            post_entry(patient("PB-2")),
+        ),
+    )
+    # the conditional PATCH names a patient the same transaction creates: POST runs first
+    assert response.status_code == 200, response.text
+    assert client.get(f"/fhir/Patient/{created['id']}").json()["active"] is True
+    found = client.get("/fhir/Patient", params={"identifier": "urn:oid:1.2.3|PB-2"}).json()
+    assert found["entry"][0]["resource"]["gender"] == "female"

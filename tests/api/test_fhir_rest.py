@@ -315,3 +315,83 @@ def test_metadata_advertises_only_search_parameters_that_work(client: TestClient
             response = client.get(f"/fhir/{resource_type}", params={param["name"]: value})
             assert response.status_code == 200, (resource_type, param, response.text)
     assert set(resources) >= set(SEARCH_PARAMETERS)
+
+
+# -- patch ----------------------------------------------------------------------------
+
+JSON_PATCH = {"Content-Type": "application/json-patch+json"}
+
+
+def test_json_patch_makes_a_new_version(client: TestClient) -> None:
+    patient_id = post(client, patient()).json()["id"]
+    response = client.patch(
+        f"/fhir/Patient/{patient_id}",
+        content=b'[{"op": "replace", "path": "/gender", "value": "other"},'
+        b' {"op": "add", "path": "/name/0/given/-", "value": "Luisa"}]',
+        headers=JSON_PATCH,
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["gender"] == "other" and body["name"][0]["given"] == ["Maria", "Luisa"]
+    assert response.headers["etag"] == 'W/"2"'
+    assert count(client, "Patient?given=Luisa") == 1
+
+
+def test_fhirpath_patch(client: TestClient) -> None:
+    patient_id = post(client, patient()).json()["id"]
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {
+                "name": "operation",
+                "part": [
+                    {"name": "type", "valueCode": "replace"},
+                    {"name": "path", "valueString": "Patient.gender"},
+                    {"name": "value", "valueCode": "male"},
+                ],
+            }
+        ],
+    }
+    response = client.patch(f"/fhir/Patient/{patient_id}", json=parameters, headers=JSON)
+    assert response.status_code == 200, response.text
+    assert client.get(f"/fhir/Patient/{patient_id}").json()["gender"] == "male"
+
+
+def test_patch_errors(client: TestClient) -> None:
+    patient_id = post(client, patient()).json()["id"]
+    url = f"/fhir/Patient/{patient_id}"
+    failed_test = client.patch(
+        url, content=b'[{"op": "test", "path": "/gender", "value": "male"}]', headers=JSON_PATCH
+    )
+    assert failed_test.status_code == 422
+    assert failed_test.json()["issue"][0]["expression"] == ["Patch[0].path"]
+    invalid_result = client.patch(
+        url, content=b'[{"op": "replace", "path": "/gender", "value": "often"}]', headers=JSON_PATCH
+    )
+    assert invalid_result.status_code == 422
+    wrong_type = client.patch(url, content=b"<x/>", headers={"Content-Type": "application/xml"})
+    assert wrong_type.status_code == 415
+    stale = client.patch(
+        url,
+        content=b'[{"op": "replace", "path": "/gender", "value": "male"}]',
+        headers={**JSON_PATCH, "If-Match": 'W/"7"'},
+    )
+    assert stale.status_code == 412
+    assert (
+        client.patch("/fhir/Patient/nobody", content=b"[]", headers=JSON_PATCH).status_code == 404
+    )
+    assert client.get(url).json()["meta"]["versionId"] == "1"
+
+
+def test_conditional_patch(client: TestClient) -> None:
+    post(client, patient("CP-1"))
+    response = client.patch(
+        "/fhir/Patient?identifier=urn:oid:1.2.3|CP-1",
+        content=b'[{"op": "add", "path": "/active", "value": true}]',
+        headers=JSON_PATCH,
+    )
+    assert response.status_code == 200 and response.json()["active"] is True
+    missing = client.patch(
+        "/fhir/Patient?identifier=urn:oid:1.2.3|none", content=b"[]", headers=JSON_PATCH
+    )
+    assert missing.status_code == 404
