@@ -46,4 +46,11 @@ class SampleSink(Protocol):
     poller keeps the reading for the next attempt).
     """
 
-    def store(self, samples: Sequence[Sample], *, received_at: datetime) -> None: ...
+    def store(
+        self,
+        samples: Sequence[Sample],
+        *,
+        received_at: datetime,
+        sent_at: datetime | None = None,
+    ) -> None:
+        """``sent_at``: the device's clock when it sent the message, if the message says."""
