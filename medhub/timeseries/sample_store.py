@@ -341,6 +341,65 @@ class SampleStore:
             for row in rows
         ]
 
+    # -- late binding -------------------------------------------------------------
+
+    def claim_unbound(
+        self, device_id: str, patient_id: str, *, start: datetime, end: datetime | None = None
+    ) -> int:
+        """Give a device's unattributed samples in ``[start, end)`` to the patient bound late.
+
+        A nurse often binds a monitor minutes after it started sending; those
+        samples were stored without a patient and now join the patient's
+        record and rollups. Samples already attributed are never moved.
+        """
+        params: dict[str, Any] = {"device": device_id, "patient": patient_id}
+        params.update(self._times(since=start, until=end or datetime(9999, 1, 1, tzinfo=UTC)))
+        sql = (
+            "UPDATE vital_sample SET patient_id = :patient WHERE device_id = :device "
+            "AND patient_id IS NULL AND corrected_time >= :since AND corrected_time < :until "
+            "RETURNING patient_id, vital, corrected_time, value"
+        )
+        try:
+            with self.engine.begin() as connection:
+                rows = connection.execute(text(sql), params).all()
+                if self.dialect == "postgresql":
+                    claimed = [
+                        SampleRecord(device_id, r[1], "", r[2], r[2], r[2], r[3], "", r[0])
+                        for r in rows
+                    ]
+                    raw = connection.connection.driver_connection
+                    assert raw is not None
+                    _upsert_rollups(raw.cursor(), claimed)
+                else:
+                    self._add_sqlite_rollups(connection, rows)
+        except OperationalError as exc:
+            raise StoreUnavailableError(f"the sample database failed: {exc.orig}") from exc
+        return len(rows)
+
+    @staticmethod
+    def _add_sqlite_rollups(connection: Any, rows: Sequence[Any]) -> None:
+        groups: dict[tuple[str, str, int], list[float]] = {}
+        for patient, vital, micros, value in rows:
+            key = (patient, vital, (micros // 60_000_000) * 60_000_000)
+            group = groups.setdefault(key, [0, 0.0, value, value])
+            group[0] += 1
+            group[1] += value
+            group[2], group[3] = min(group[2], value), max(group[3], value)
+        if groups:
+            connection.execute(
+                text(
+                    "INSERT INTO vital_rollup (patient_id, vital, minute, n, total, lo, hi) "
+                    "VALUES (:p, :v, :m, :n, :t, :lo, :hi) "
+                    "ON CONFLICT (patient_id, vital, minute) DO UPDATE SET "
+                    "n = n + excluded.n, total = total + excluded.total, "
+                    "lo = min(lo, excluded.lo), hi = max(hi, excluded.hi)"
+                ),
+                [
+                    {"p": k[0], "v": k[1], "m": k[2], "n": g[0], "t": g[1], "lo": g[2], "hi": g[3]}
+                    for k, g in groups.items()
+                ],
+            )
+
     # -- retention ----------------------------------------------------------------
 
     def delete_before(self, cutoff: datetime, *, now: datetime | None = None) -> None:

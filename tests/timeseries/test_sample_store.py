@@ -150,3 +150,15 @@ def test_the_store_says_unavailable_when_the_database_is_gone() -> None:
     )
     with pytest.raises(StoreUnavailableError):
         store.write([sample(0)])
+
+
+def test_a_late_binding_claims_the_unattributed_samples(sample_store: SampleStore) -> None:
+    sample_store.write([sample(i * 20, 70.0 + i, patient=None) for i in range(6)])  # 2 minutes
+    sample_store.write([sample(200, 99.0, patient="p-other")])
+    claimed = sample_store.claim_unbound("mon-1", "p-1", start=T0 + timedelta(seconds=30))
+    assert claimed == 4
+    owners = [s.patient_id for s in sample_store.device_samples("mon-1", **window())]
+    assert owners == [None, None, "p-1", "p-1", "p-1", "p-1", "p-other"]
+    buckets = sample_store.patient_buckets("p-1", "heart-rate", **window(), seconds=60)
+    assert [(b.count, b.minimum, b.maximum) for b in buckets] == [(1, 72, 72), (3, 73, 75)]
+    assert sample_store.claim_unbound("mon-1", "p-1", start=T0) == 2
