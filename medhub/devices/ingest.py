@@ -208,9 +208,7 @@ class DeviceIngest:
         tracker = self._clocks.get(device_id)
         if tracker is None:
             with self._lock:
-                tracker = self._clocks.setdefault(
-                    device_id, ClockTracker(limit=self._clock_limit)
-                )
+                tracker = self._clocks.setdefault(device_id, ClockTracker(limit=self._clock_limit))
         return tracker
 
     def _note_seen(self, by_device: dict[str, list[Sample]], received_at: datetime) -> None:

@@ -18,8 +18,8 @@ from typing import Protocol
 class Sample:
     """A measured value of one vital from one device at the device's own timestamp.
 
-    ``vital`` is medhub's vital name (``heart-rate``, ``spo2``, …; see
-    :mod:`medhub.devices.vitals`), ``unit`` a UCUM code, ``device_time`` the
+    ``vital`` is medhub's vital key (``heart-rate``, ``oxygen-saturation``, …;
+    see :mod:`medhub.clinical.vital_codes`), ``unit`` a UCUM code, ``device_time`` the
     device's timestamp as an aware UTC datetime (a device that sends local
     time without a zone is converted by its decoder, which is configured with
     the device's zone). ``mdc_code`` keeps the IEEE 11073 code when the device
