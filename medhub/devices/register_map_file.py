@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Final, cast, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from medhub.clinical.vital_codes import VITAL_SIGNS, VitalSign
+from medhub.clinical.vital_codes import ALL_VITAL_SIGNS, VitalSign
 from medhub.devices.register_map import (
     MAX_REGISTERS_PER_READ,
     ClockFormat,
@@ -61,7 +61,7 @@ _VALUE_KEYS: Final = {
 }
 _FLAG_KEYS: Final = {"name", "function", "address"}
 _CLOCK_KEYS: Final = {"function", "address", "format", "zone", "byte_order", "word_order"}
-_VITALS: Final = {vital.key: vital for vital in VITAL_SIGNS}
+_VITALS: Final = {vital.key: vital for vital in ALL_VITAL_SIGNS}
 
 
 def _join(path: str, key: str) -> str:
