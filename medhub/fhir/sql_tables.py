@@ -1,16 +1,18 @@
 """Tables of the SQL resource store: current versions, full history, search indexes.
 
 ``fhir_resource`` holds the head version of each resource (and the deleted
-marker), ``fhir_resource_history`` every version ever stored. The four
-``fhir_idx_*`` tables hold the entries of :mod:`medhub.fhir.indexing` for the
-head version, so searches never parse JSON.
+marker), ``fhir_resource_history`` every version ever stored. The seven
+``fhir_idx_*`` tables (token, string, date, reference, quantity, number, uri)
+hold the entries of :mod:`medhub.fhir.indexing` for the head version, so
+searches never parse JSON. Numbers and quantity values are DOUBLE on every
+back-end (a plain FLOAT is single precision on MariaDB).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Index, Integer, String
+from sqlalchemy import BigInteger, Boolean, Double, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from medhub.db.base import MYSQL_TABLE_OPTIONS, Base, LongText, UtcDateTime
@@ -62,6 +64,7 @@ class TokenIndexRow(Base):
     param: Mapped[str] = mapped_column(String(64))
     system: Mapped[str | None] = mapped_column(String(255), nullable=True)
     code: Mapped[str] = mapped_column(String(255))
+    text: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     __table_args__ = (
         Index("ix_fhir_idx_token_lookup", "res_type", "param", "code"),
@@ -122,4 +125,63 @@ class ReferenceIndexRow(Base):
     )
 
 
-INDEX_TABLES = (TokenIndexRow, StringIndexRow, DateIndexRow, ReferenceIndexRow)
+class QuantityIndexRow(Base):
+    __tablename__ = "fhir_idx_quantity"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    res_type: Mapped[str] = mapped_column(String(64))
+    res_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Double)
+    system: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    code: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    unit: Mapped[str | None] = mapped_column(String(255), nullable=True)
+
+    __table_args__ = (
+        Index("ix_fhir_idx_quantity_lookup", "res_type", "param", "value"),
+        Index("ix_fhir_idx_quantity_owner", "res_type", "res_id"),
+        MYSQL_TABLE_OPTIONS,
+    )
+
+
+class NumberIndexRow(Base):
+    __tablename__ = "fhir_idx_number"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    res_type: Mapped[str] = mapped_column(String(64))
+    res_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Double)
+
+    __table_args__ = (
+        Index("ix_fhir_idx_number_lookup", "res_type", "param", "value"),
+        Index("ix_fhir_idx_number_owner", "res_type", "res_id"),
+        MYSQL_TABLE_OPTIONS,
+    )
+
+
+class UriIndexRow(Base):
+    __tablename__ = "fhir_idx_uri"
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    res_type: Mapped[str] = mapped_column(String(64))
+    res_id: Mapped[str] = mapped_column(String(64))
+    param: Mapped[str] = mapped_column(String(64))
+    uri: Mapped[str] = mapped_column(String(255))
+
+    __table_args__ = (
+        Index("ix_fhir_idx_uri_lookup", "res_type", "param", "uri"),
+        Index("ix_fhir_idx_uri_owner", "res_type", "res_id"),
+        MYSQL_TABLE_OPTIONS,
+    )
+
+
+INDEX_TABLES = (
+    TokenIndexRow,
+    StringIndexRow,
+    DateIndexRow,
+    ReferenceIndexRow,
+    QuantityIndexRow,
+    NumberIndexRow,
+    UriIndexRow,
+)

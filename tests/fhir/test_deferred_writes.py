@@ -92,3 +92,27 @@ def test_a_client_id_that_exists_is_a_conflict_at_commit(store: SqlResourceStore
     with pytest.raises(ConcurrentWriteError), store.unit_of_work() as resources:
         resources.create(patient("C-2"), resource_id="fixed-id")
     assert ids(store, identifier="urn:oid:1.2.3|C-2") == []
+
+
+def test_reads_of_other_types_leave_the_queue_and_chains_flush_it(
+    store: SqlResourceStore,
+) -> None:
+    with store.unit_of_work() as resources:
+        person = resources.create(patient("T-1", "Chained"))
+        assert resources.search(parse_search("Practitioner", [("name", "x")])).resources == []
+        encounter = resources.create(
+            {
+                "resourceType": "Encounter",
+                "status": "planned",
+                "class": {"code": "AMB"},
+                "subject": {"reference": f"Patient/{person.id}"},
+            }
+        )
+        # a chained search reads Patient rows: the queued Patient must be visible to it
+        chained = resources.search(
+            parse_search("Encounter", [("subject:Patient.family", "Chained")])
+        )
+        assert [r.id for r in chained.resources] == [encounter.id]
+    with store.unit_of_work() as resources:
+        found = resources.search(parse_search("Encounter", [("subject", f"Patient/{person.id}")]))
+        assert [r.id for r in found.resources] == [encounter.id]
