@@ -6,12 +6,19 @@ The scripts are run as ``python bench/<name>.py`` so this directory is on
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -199,3 +206,123 @@ def _cell(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+class MedhubServer:
+    """One ``python -m medhub.cli serve`` subprocess on free ports (HTTP and MLLP).
+
+    The FHIR benchmarks measure what a client sees over HTTP, so they run the real
+    server (uvicorn, the composition root, the SQL pool) rather than a TestClient.
+    """
+
+    def __init__(self, database_url: str, workdir: Path) -> None:
+        self.database_url = database_url
+        self.workdir = workdir
+        self.http_port = free_port()
+        self.mllp_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60.0) -> float:
+        """Start and wait until ``GET /health`` is 200; returns the seconds that took."""
+        env = {
+            **os.environ,
+            "MEDHUB_DATABASE_URL": self.database_url,
+            "MEDHUB_HTTP_PORT": str(self.http_port),
+            "MEDHUB_MLLP_PORT": str(self.mllp_port),
+            "MEDHUB_HTTP__HOST": "127.0.0.1",
+            "MEDHUB_MLLP__HOST": "127.0.0.1",
+            "MEDHUB_LOG_LEVEL": "WARNING",
+        }
+        started = time.perf_counter()
+        with (self.workdir / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "medhub.cli", "serve"],
+                env=env,
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        while time.perf_counter() < started + timeout:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"medhub serve exited early:\n{self.log()}")
+            try:
+                with FhirConnection(self.http_port) as http:
+                    if http.request("GET", "/health")[0] == 200:
+                        return time.perf_counter() - started
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"medhub serve did not become healthy:\n{self.log()}")
+
+    def log(self) -> str:
+        path = self.workdir / "server.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+
+class FhirConnection:
+    """One keep-alive HTTP/1.1 connection to medhub (what a FHIR client library holds).
+
+    ``http.client`` rather than urllib: urllib opens a new TCP connection per
+    request, which would add a connect to every latency measured.
+    """
+
+    def __init__(self, port: int, timeout: float = 120.0) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        headers = {"Accept": "application/fhir+json"}
+        if body is not None:
+            headers["Content-Type"] = "application/fhir+json"
+        self.connection.request(method, path, body=body, headers=headers)
+        response = self.connection.getresponse()
+        return response.status, response.read()
+
+    def json(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        status, raw = self.request(method, path, data)
+        return status, json.loads(raw) if raw else None
+
+    def close(self) -> None:
+        self.connection.close()
+
+    def __enter__(self) -> FhirConnection:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def database_urls(backends: Sequence[str], workdir: Path) -> Iterator[tuple[str, str | None, str]]:
+    """(backend, URL or None, note) for each requested back-end, on a fresh database.
+
+    SQLite is a file in ``workdir``; PostgreSQL a fresh schema and MariaDB a fresh
+    database, both dropped when the caller moves on to the next back-end. An
+    unreachable server yields ``None`` and the reason.
+    """
+    for backend in backends:
+        if backend == "sqlite":
+            yield backend, f"sqlite:///{workdir / f'{uuid.uuid4().hex[:8]}.db'}", ""
+            continue
+        admin_url, fresh = {
+            "postgres": (POSTGRES_URL, fresh_postgres),
+            "mariadb": (MYSQL_URL, fresh_mariadb),
+        }[backend]
+        reason = reachable(admin_url)
+        if reason is not None:
+            yield backend, None, f"{backend}: skipped, {reason}"
+            continue
+        with fresh() as url:
+            yield backend, url, ""
