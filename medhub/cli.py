@@ -20,12 +20,14 @@ import uvicorn
 
 from medhub.api.app import create_app
 from medhub.cli_hl7 import add_hl7_commands
+from medhub.cli_simulate import add_simulate_commands
 from medhub.config import Settings
 from medhub.db.engine import make_engine
 from medhub.errors import MedhubError
 from medhub.hl7.batch import split_batch
 from medhub.logs import configure_logging
 from medhub.migrations import upgrade
+from medhub.timeseries.schema import migrate as migrate_samples
 from medhub.wiring import api_context, build
 
 log = structlog.get_logger(__name__)
@@ -35,6 +37,8 @@ async def serve(settings: Settings) -> None:
     components = build(settings)
     if settings.auto_migrate:
         await asyncio.to_thread(upgrade, components.store.engine)
+        if components.devices is not None:
+            await asyncio.to_thread(components.devices.migrate)
     app = create_app(api_context(components))
     config = uvicorn.Config(
         app,
@@ -50,6 +54,8 @@ async def serve(settings: Settings) -> None:
         await components.mllp.start()
     for sender in components.senders:
         await sender.start()
+    if components.devices is not None:
+        await components.devices.start()
     log.info("medhub.started", settings=settings.redacted())
     try:
         await server.serve()
@@ -58,6 +64,8 @@ async def serve(settings: Settings) -> None:
             await components.mllp.close()
         for sender in components.senders:
             await sender.close()
+        if components.devices is not None:
+            await components.devices.close()
         await components.committer.close()
         components.store.close()
         log.info("medhub.stopped")
@@ -71,10 +79,13 @@ def _cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url.get_secret_value())
+    samples = make_engine(settings.sample_store_url())
     try:
         upgrade(engine)
+        migrate_samples(samples)
     finally:
         engine.dispose()
+        samples.dispose()
     log.info("medhub.migrated", database=settings.redacted()["database_url"])
     return 0
 
@@ -111,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
     load.add_argument("files", nargs="+")
     load.set_defaults(handler=_cmd_import)
     add_hl7_commands(commands)
+    add_simulate_commands(commands)
     return root
 
 

@@ -71,6 +71,61 @@ class Hl7DestinationSettings(BaseModel):
     retry_max_seconds: float = Field(default=600.0, gt=0)
 
 
+class DevicesSettings(BaseModel):
+    """Device sample ingest: where samples are stored, spooled, and how clocks are judged."""
+
+    spool_path: Path | None = DEFAULT_VAR_DIR / "sample-spool.db"
+    max_clock_skew_seconds: float = Field(default=5.0, gt=0)
+    retention_days: int = Field(default=30, ge=1)
+    binding_refresh_seconds: float = Field(default=5.0, gt=0)
+
+
+class MqttSettings(BaseModel):
+    """The MQTT device consumer (on when ``MEDHUB_MQTT_URL`` is set)."""
+
+    client_id: str = Field(
+        default="medhub", min_length=1, description="stable, one per process: the session"
+    )
+    protocol: Literal["3.1.1", "5"] = "5"
+    username: str | None = None
+    password: SecretStr | None = None
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    shared_group: str | None = Field(
+        default=None, description="MQTT 5 shared subscription group for several consumers"
+    )
+    topic_prefix: str = "devices"
+    session_expiry_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+    keepalive_seconds: int = Field(default=30, gt=0)
+    reconnect_min_seconds: int = Field(default=1, gt=0)
+    reconnect_max_seconds: int = Field(default=60, gt=0)
+    batch_messages: int = Field(default=500, gt=0)
+    batch_seconds: float = Field(default=0.02, gt=0)
+    queue_messages: int = Field(default=2000, gt=0)
+    broker_inflight: int = Field(default=20, gt=0)
+
+
+class ModbusDeviceSettings(BaseModel):
+    """One Modbus device polled by medhub."""
+
+    id: str = Field(min_length=1, max_length=64)
+    url: str = Field(description="modbus+tcp://host:502?unit=1 or modbus+rtu:///dev/ttyUSB0?unit=3")
+    map: str = Field(description="a shipped register map name or a path to a .toml map")
+    interval_seconds: float = Field(default=5.0, gt=0)
+    timeout_seconds: float = Field(default=1.0, gt=0)
+
+
+class SerialPortSettings(BaseModel):
+    """One line-oriented serial device (a pyserial URL: /dev/ttyUSB0, socket://, rfc2217://)."""
+
+    device_id: str = Field(min_length=1, max_length=64)
+    url: str
+    parser: str = "masimo-ascii1"
+    baudrate: int = Field(default=9600, gt=0)
+    timezone: str = Field(default="UTC", description="the zone of the device's clock")
+
+
 class Settings(BaseSettings):
     """Everything that can be configured; see the README's configuration table."""
 
@@ -92,6 +147,18 @@ class Settings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     hl7_destinations: list[Hl7DestinationSettings] = Field(default_factory=list)
+    timeseries_url: SecretStr | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the sample store (SQLite or PostgreSQL); default: "
+        "var/samples.db beside a SQLite resource store, else the resource database.",
+    )
+    devices: DevicesSettings = Field(default_factory=DevicesSettings)
+    mqtt_url: SecretStr | None = Field(
+        default=None, description="mqtt[s]://[user[:password]@]host[:port] of the device broker"
+    )
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    modbus_devices: list[ModbusDeviceSettings] = Field(default_factory=list)
+    serial_ports: list[SerialPortSettings] = Field(default_factory=list)
     http_port: int | None = Field(
         default=None, validation_alias=AliasChoices("MEDHUB_HTTP_PORT", "http_port")
     )
@@ -122,6 +189,21 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
         sources.append(file_secret_settings)
         return tuple(sources)
+
+    def sample_store_url(self) -> str:
+        """The sample store's URL: set, or derived from the resource store's."""
+        if self.timeseries_url is not None:
+            return self.timeseries_url.get_secret_value()
+        database = self.database_url.get_secret_value()
+        if database.startswith("postgresql"):
+            return database
+        folder = DEFAULT_VAR_DIR
+        prefix = "sqlite:///"
+        if database.startswith(prefix) and database[len(prefix) :] not in ("", ":memory:"):
+            # Beside the resource file, in its own: sample ingest never waits on the
+            # resource writer's lock.
+            folder = Path(database[len(prefix) :]).parent
+        return f"sqlite:///{folder / 'samples.db'}"
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict safe to log: secrets and URL passwords masked."""

@@ -18,6 +18,7 @@ from medhub.errors import ConfigurationError, MedhubError
 from medhub.fhir.sql_store import SqlResourceStore, utc_now
 from medhub.hl7.inbound import Hl7Inbound
 from medhub.hl7.sql_units import sql_inbound_units
+from medhub.wiring_devices import DeviceComponents, build_devices
 
 
 def _path(value: Path | None) -> str | None:
@@ -62,6 +63,7 @@ class Components:
     committer: GroupCommitter
     mllp: MllpServer | None
     senders: list[MllpSender] = field(default_factory=list)
+    devices: DeviceComponents | None = None
 
 
 def _mllp_tls(settings: Settings) -> ssl.SSLContext | None:
@@ -111,7 +113,8 @@ def build(settings: Settings) -> Components:
     senders = [
         MllpSender(destination(d), store.session, clock=utc_now) for d in settings.hl7_destinations
     ]
-    return Components(settings, store, inbound, committer, mllp, senders)
+    devices = build_devices(settings, store)
+    return Components(settings, store, inbound, committer, mllp, senders, devices)
 
 
 def _database_health(store: SqlResourceStore) -> ComponentHealth:
@@ -134,9 +137,23 @@ def api_context(components: Components) -> ApiContext:
             return ComponentHealth("down", "not listening")
 
     checks = {"database": lambda: _database_health(components.store), "mllp": mllp_health}
+    consumer = components.devices.mqtt if components.devices else None
+
+    def mqtt_health() -> ComponentHealth:
+        if consumer is None:
+            return ComponentHealth("disabled")
+        if consumer.ready:
+            return ComponentHealth("up", repr(consumer.connection.host))
+        return ComponentHealth("down", str(consumer.stats.last_error or "not connected"))
+
+    checks["mqtt"] = mqtt_health
+    devices = components.devices
     return ApiContext(
         store=components.store,
         health_checks=checks,
         inbound=components.inbound,
         sql_store=components.store,
+        devices=devices.registry if devices else None,
+        samples=devices.samples if devices else None,
+        on_binding_change=devices.ingest.invalidate_bindings if devices else None,
     )

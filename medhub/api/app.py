@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 
 from medhub import __version__
-from medhub.api import fhir_capabilities, fhir_routes, fhir_search_routes, health, hl7_routes
+from medhub.api import (
+    device_routes,
+    fhir_capabilities,
+    fhir_routes,
+    fhir_search_routes,
+    health,
+    hl7_routes,
+)
 from medhub.api.deps import ApiContext
 from medhub.api.fhir_format import negotiate
 from medhub.api.outcomes import install_error_handlers
@@ -20,4 +27,5 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(fhir_routes.router)
     app.include_router(fhir_search_routes.router, dependencies=[Depends(negotiate)])
     app.include_router(hl7_routes.router)
+    app.include_router(device_routes.router)
     return app

@@ -8,9 +8,11 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 
+from medhub.devices.registry import DeviceRegistry
 from medhub.fhir.sql_store import SqlResourceStore
 from medhub.fhir.store import ResourceStore
 from medhub.hl7.inbound import Hl7Inbound
+from medhub.timeseries.sample_store import SampleStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,10 @@ class ApiContext:
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
     inbound: Hl7Inbound | None = None
     sql_store: SqlResourceStore | None = None
+    devices: DeviceRegistry | None = None
+    samples: SampleStore | None = None
+    #: Called after a binding changes, so sample attribution picks it up at once.
+    on_binding_change: Callable[[str], None] | None = None
 
 
 def get_context(request: Request) -> ApiContext:

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 # The table modules, imported so ``metadata`` is complete for autogenerate checks.
 from medhub.db import outbox as _outbox_tables  # noqa: F401
 from medhub.db.base import metadata
+from medhub.devices import registry_tables as _device_tables  # noqa: F401
 from medhub.fhir import sql_tables as _fhir_tables  # noqa: F401
 from medhub.hl7 import message_log as _hl7_tables  # noqa: F401
 from medhub.hl7 import outbound_queue as _outbound_tables  # noqa: F401

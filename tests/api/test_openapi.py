@@ -8,7 +8,14 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from medhub.api import fhir_capabilities, fhir_routes, fhir_search_routes, health, hl7_routes
+from medhub.api import (
+    device_routes,
+    fhir_capabilities,
+    fhir_routes,
+    fhir_search_routes,
+    health,
+    hl7_routes,
+)
 from medhub.api.app import create_app
 from medhub.api.deps import ApiContext, ComponentHealth
 from medhub.fhir.sql_store import SqlResourceStore
@@ -19,6 +26,7 @@ PLACEHOLDERS = {
     "patient_id": "p-1",
     "version_id": "1",
     "message_id": "1",
+    "device_id": "mon-1",
 }
 
 
@@ -39,6 +47,7 @@ def test_every_route_is_described_and_every_description_is_a_route(
         fhir_routes.router,
         fhir_search_routes.router,
         hl7_routes.router,
+        device_routes.router,
     ]
     served = {
         (route.path, method.lower())

@@ -1,0 +1,176 @@
+"""Decoding a batch of MQTT messages: route by topic, keep the good, account for the bad.
+
+The consumer (:mod:`medhub.adapters.mqtt_ingest`) takes messages off the wire
+in batches; this module turns one batch into what the sink and the handlers
+need (all samples of the batch, statuses, alerts) and does the bookkeeping for
+what was refused. No network and no storage here: decoding is the pure
+:mod:`medhub.devices.mqtt_payload`, and this adds only the topic routing and
+the rejection policy:
+
+* a message that cannot be used at all (bad topic, not JSON, wrong shape) is
+  refused whole; a message with some bad entries keeps its good ones;
+* every refusal is counted per device (bounded: device ids come off the wire),
+  kept in a ring for inspection with the first KiB of its payload, and logged
+  with its reason and topic, at most once per device every ten seconds so one
+  broken gateway cannot flood the log;
+* an unexpected exception inside a decoder refuses that one message and is
+  logged with its traceback: it never stops the consumer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final, NamedTuple
+
+import structlog
+
+from medhub.devices.mqtt_payload import (
+    DeviceAlert,
+    DeviceStatus,
+    decode_alerts,
+    decode_status,
+    decode_vitals,
+    parse_topic,
+)
+from medhub.devices.samples import Sample
+from medhub.errors import MedhubError
+
+log = structlog.get_logger("medhub.adapters.mqtt")
+
+#: At most one rejection log line per device in this many seconds (the rest are counted).
+_LOG_EVERY_SECONDS: Final = 10.0
+_PAYLOAD_KEPT: Final = 1024
+_MAX_DEVICES_TRACKED: Final = 10_000
+
+
+class Inbound(NamedTuple):
+    """One received message; ``generation`` names the connection it came on."""
+
+    mid: int
+    qos: int
+    topic: str
+    payload: bytes
+    arrived: float
+    generation: int
+
+
+@dataclass
+class Decoded:
+    """What a batch holds: samples for one store call, statuses, alerts, refusals per device."""
+
+    samples: list[Sample] = field(default_factory=list)
+    statuses: list[DeviceStatus] = field(default_factory=list)
+    alerts: list[DeviceAlert] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A payload refused (or partly refused), kept for inspection."""
+
+    topic: str
+    device_id: str | None
+    reason: str
+    payload: bytes
+    at: datetime
+
+
+@dataclass
+class RejectionStats:
+    """Refusals since start (written by the decoding thread only)."""
+
+    messages_rejected: int = 0
+    samples_rejected: int = 0
+    rejected_by_device: dict[str, int] = field(default_factory=dict)
+
+
+class BatchDecoder:
+    """Decodes batches for one consumer and keeps its rejection accounts."""
+
+    def __init__(self, *, topic_prefix: str, stats: RejectionStats, kept: int = 100) -> None:
+        self.topic_prefix = topic_prefix
+        self.stats = stats
+        self.recent: deque[Rejection] = deque(maxlen=kept)
+        self._log_due: dict[str, tuple[float, int]] = {}
+
+    def decode(self, batch: Sequence[Inbound]) -> Decoded:
+        decoded = Decoded()
+        for item in batch:
+            device_id: str | None = None
+            try:
+                device_id = parse_topic(item.topic, prefix=self.topic_prefix).device_id
+                self._decode_one(item, device_id, decoded)
+            except MedhubError as exc:
+                self._reject(item, device_id, exc.message, 1, decoded, whole=True)
+            except Exception as exc:  # a decoder bug: this message only, never the consumer
+                log.exception("mqtt.decoder_error", topic=item.topic[:200])
+                self._reject(item, device_id, f"decoder error: {exc!r}", 1, decoded, whole=True)
+        return decoded
+
+    def _decode_one(self, item: Inbound, device_id: str, decoded: Decoded) -> None:
+        kind = item.topic.rsplit("/", 1)[1]
+        if kind == "vitals":
+            vitals = decode_vitals(device_id, item.payload)
+            decoded.samples.extend(vitals.samples)
+            issues, taken, what = vitals.rejected, len(vitals.samples), "sample"
+        elif kind == "status":
+            decoded.statuses.append(decode_status(device_id, item.payload))
+            return
+        else:
+            alerts = decode_alerts(device_id, item.payload)
+            decoded.alerts.extend(alerts.alerts)
+            issues, taken, what = alerts.rejected, len(alerts.alerts), "alert"
+        if issues:
+            first = issues[0]
+            where = ",".join(first.expression)
+            reason = f"{len(issues)} {what}(s) refused; {where}: {first.message}"
+            # nothing of the message was usable: it counts as a rejected message
+            self._reject(item, device_id, reason, len(issues), decoded, whole=not taken)
+
+    def _reject(
+        self,
+        item: Inbound,
+        device_id: str | None,
+        reason: str,
+        count: int,
+        decoded: Decoded,
+        *,
+        whole: bool = False,
+    ) -> None:
+        stats = self.stats
+        stats.messages_rejected += whole
+        stats.samples_rejected += count
+        key = device_id or "(bad topic)"
+        by_device = stats.rejected_by_device
+        if key not in by_device and len(by_device) >= _MAX_DEVICES_TRACKED:
+            key = "(other devices)"  # device ids come from the wire: bound what they cost
+        by_device[key] = by_device.get(key, 0) + count
+        if device_id is not None:
+            decoded.rejected[device_id] = decoded.rejected.get(device_id, 0) + count
+        at = datetime.fromtimestamp(item.arrived, UTC)
+        self.recent.append(
+            Rejection(item.topic[:200], device_id, reason, item.payload[:_PAYLOAD_KEPT], at)
+        )
+        self._log(key, item.topic, device_id, reason, whole)
+
+    def _log(self, key: str, topic: str, device_id: str | None, reason: str, whole: bool) -> None:
+        now = time.monotonic()
+        if len(self._log_due) >= _MAX_DEVICES_TRACKED:
+            self._log_due.clear()
+        due, suppressed = self._log_due.get(key, (0.0, 0))
+        if now < due:
+            self._log_due[key] = (due, suppressed + 1)
+            return
+        self._log_due[key] = (now + _LOG_EVERY_SECONDS, 0)
+        log.warning(
+            "mqtt.payload_rejected",
+            topic=topic[:200],
+            device=device_id,
+            reason=reason[:500],
+            whole_message=whole,
+            suppressed_since_last=suppressed,
+        )
