@@ -50,6 +50,25 @@ def _search_params(resource_type: str) -> list[dict[str, Any]]:
     return params
 
 
+def _references(resource_type: str) -> list[str]:
+    """``Type:param`` for each reference parameter (what ``_include`` accepts)."""
+    return [
+        f"{resource_type}:{p.name}"
+        for p in SEARCH_PARAMETERS.get(resource_type, ())
+        if p.type == "reference"
+    ]
+
+
+def _rev_references(resource_type: str) -> list[str]:
+    """``Source:param`` for each reference parameter that can point at this type."""
+    return sorted(
+        f"{source}:{p.name}"
+        for source, params in SEARCH_PARAMETERS.items()
+        for p in params
+        if p.type == "reference" and (not p.targets or resource_type in p.targets)
+    )
+
+
 def capability_statement(base: str) -> dict[str, Any]:
     """The CapabilityStatement of this server (pure; the base URL is the only input)."""
     resources = [
@@ -64,6 +83,8 @@ def capability_statement(base: str) -> dict[str, Any]:
             "conditionalRead": "not-supported",
             "conditionalUpdate": True,
             "conditionalDelete": "single",
+            "searchInclude": ["*"] + _references(resource_type),
+            "searchRevInclude": _rev_references(resource_type),
             "searchParam": _search_params(resource_type),
             **(
                 {

@@ -315,6 +315,11 @@ def test_metadata_advertises_only_search_parameters_that_work(client: TestClient
             response = client.get(f"/fhir/{resource_type}", params={param["name"]: value})
             assert response.status_code == 200, (resource_type, param, response.text)
     assert set(resources) >= set(SEARCH_PARAMETERS)
+    for resource_type, entry in resources.items():
+        for key, values in (("_include", "searchInclude"), ("_revinclude", "searchRevInclude")):
+            for value in entry[values]:
+                response = client.get(f"/fhir/{resource_type}", params={key: value})
+                assert response.status_code == 200, (resource_type, key, value, response.text)
 
 
 # -- patch ----------------------------------------------------------------------------
