@@ -4,7 +4,8 @@ SQLite: WAL journal (readers do not block the writer), ``synchronous=FULL`` so
 a committed transaction survives power loss (an ACK promises durability),
 ``BEGIN IMMEDIATE`` for every transaction so two writers queue on the lock
 instead of failing half-way with SQLITE_BUSY, and a busy timeout.
-MariaDB/MySQL: utf8mb4 and READ COMMITTED. PostgreSQL: READ COMMITTED (default).
+MariaDB/MySQL: utf8mb4 and READ COMMITTED. PostgreSQL: READ COMMITTED (default)
+and custom plans for prepared statements (see :func:`_configure_postgres`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,22 @@ def make_engine(url: str, *, echo: bool = False) -> Engine:
         if "charset" not in parsed.query:
             parsed = parsed.update_query_dict({"charset": "utf8mb4"})
         kwargs["isolation_level"] = "READ COMMITTED"
-    return create_engine(parsed, **kwargs)
+    engine = create_engine(parsed, **kwargs)
+    if backend == "postgresql":
+        _configure_postgres(engine)
+    return engine
+
+
+def _configure_postgres(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # psycopg prepares a statement after it ran five times; PostgreSQL may then
+        # switch to a generic plan that ignores the values, and a FHIR search by
+        # patient and code went from 5 ms to 190 ms (bench/fhir_search.py). Plan
+        # each execution for its values; the statements stay prepared (no re-parse).
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET plan_cache_mode = force_custom_plan")
+        dbapi_connection.commit()
 
 
 def _configure_sqlite(engine: Engine) -> None:
