@@ -68,7 +68,7 @@ class TokenIndexRow(Base):
 
     __table_args__ = (
         Index("ix_fhir_idx_token_lookup", "res_type", "param", "code"),
-        Index("ix_fhir_idx_token_owner", "res_type", "res_id"),
+        Index("ix_fhir_idx_token_owner", "res_id", "res_type"),
         MYSQL_TABLE_OPTIONS,
     )
 
@@ -85,7 +85,7 @@ class StringIndexRow(Base):
 
     __table_args__ = (
         Index("ix_fhir_idx_string_lookup", "res_type", "param", "normalized"),
-        Index("ix_fhir_idx_string_owner", "res_type", "res_id"),
+        Index("ix_fhir_idx_string_owner", "res_id", "res_type"),
         MYSQL_TABLE_OPTIONS,
     )
 
@@ -102,7 +102,7 @@ class DateIndexRow(Base):
 
     __table_args__ = (
         Index("ix_fhir_idx_date_lookup", "res_type", "param", "low"),
-        Index("ix_fhir_idx_date_owner", "res_type", "res_id"),
+        Index("ix_fhir_idx_date_owner", "res_id", "res_type"),
         MYSQL_TABLE_OPTIONS,
     )
 
@@ -120,7 +120,7 @@ class ReferenceIndexRow(Base):
 
     __table_args__ = (
         Index("ix_fhir_idx_reference_lookup", "res_type", "param", "target_id"),
-        Index("ix_fhir_idx_reference_owner", "res_type", "res_id"),
+        Index("ix_fhir_idx_reference_owner", "res_id", "res_type"),
         MYSQL_TABLE_OPTIONS,
     )
 
@@ -139,7 +139,7 @@ class QuantityIndexRow(Base):
 
     __table_args__ = (
         Index("ix_fhir_idx_quantity_lookup", "res_type", "param", "value"),
-        Index("ix_fhir_idx_quantity_owner", "res_type", "res_id"),
+        Index("ix_fhir_idx_quantity_owner", "res_id", "res_type"),
         MYSQL_TABLE_OPTIONS,
     )
 
@@ -155,7 +155,7 @@ class NumberIndexRow(Base):
 
     __table_args__ = (
         Index("ix_fhir_idx_number_lookup", "res_type", "param", "value"),
-        Index("ix_fhir_idx_number_owner", "res_type", "res_id"),
+        Index("ix_fhir_idx_number_owner", "res_id", "res_type"),
         MYSQL_TABLE_OPTIONS,
     )
 
@@ -171,7 +171,7 @@ class UriIndexRow(Base):
 
     __table_args__ = (
         Index("ix_fhir_idx_uri_lookup", "res_type", "param", "uri"),
-        Index("ix_fhir_idx_uri_owner", "res_type", "res_id"),
+        Index("ix_fhir_idx_uri_owner", "res_id", "res_type"),
         MYSQL_TABLE_OPTIONS,
     )
 
