@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from psycopg.errors import UniqueViolation
 from sqlalchemy import (
     Engine,
     Executable,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -112,6 +114,34 @@ _CLEAR_INDEX = [
     for t in INDEX_CORE
 ]
 _INSERT_INDEX = {t.name: insert(t) for t in INDEX_CORE}
+_INDEX_TABLES = {t.name: t for t in INDEX_CORE}
+_INSERTS = {t.name: insert(t) for t in (_RESOURCE, _HISTORY, *INDEX_CORE)}
+#: Rows from which PostgreSQL inserts go by COPY (below, one pipelined executemany is cheaper).
+_COPY_THRESHOLD = 50
+
+
+def _pg_type(column: Any) -> str:
+    """The PostgreSQL type name binary COPY needs for a column of medhub's tables."""
+    ddl = str(column.type.compile(dialect=_PG_DIALECT)).upper()
+    for prefix, name in _PG_BINARY_TYPES:
+        if ddl.startswith(prefix):
+            return name
+    return "text"
+
+
+_PG_DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
+_PG_BINARY_TYPES = (
+    ("BIGINT", "int8"),
+    ("INTEGER", "int4"),
+    ("SMALLINT", "int2"),
+    ("BOOLEAN", "bool"),
+    ("TIMESTAMP", "timestamptz"),
+    ("DOUBLE", "float8"),
+    ("FLOAT", "float8"),
+)
+_PG_TYPES = {
+    t.name: {c.name: _pg_type(c) for c in t.columns} for t in (_RESOURCE, _HISTORY, *INDEX_CORE)
+}
 
 
 @dataclass
@@ -151,7 +181,9 @@ class SqlResources:
         self.session = session
         self._clock = clock
         self._validate = validate
-        self._lock_rows = session.get_bind().dialect.name != "sqlite"
+        dialect = session.get_bind().dialect.name
+        self._lock_rows = dialect != "sqlite"
+        self._copy = dialect == "postgresql"
         self._pending = _PendingWrites()
         self._known: dict[tuple[str, str], StoredResource | None] = {}
         flushers: list[Callable[[], None]] = session.info.setdefault(FLUSHERS_KEY, [])
@@ -254,12 +286,40 @@ class SqlResources:
             for statement in _CLEAR_INDEX:
                 self._execute(statement, pending.clears)
         if pending.inserts:
-            self._execute(_INSERT_RESOURCE, pending.inserts)
+            self._insert(_RESOURCE, pending.inserts)
         if pending.updates:
             self._execute(_UPDATE_RESOURCE, pending.updates)
-        self._execute(_INSERT_HISTORY, pending.history)
+        self._insert(_HISTORY, pending.history)
         for name, rows in pending.index.items():
-            self._execute(_INSERT_INDEX[name], rows)
+            self._insert(_INDEX_TABLES[name], rows)
+
+    def _insert(self, table: Table, rows: list[dict[str, Any]]) -> None:
+        """Insert rows: with COPY on PostgreSQL when there are many, else (execute)many.
+
+        psycopg sends an executemany as one pipelined statement per row (about
+        20 us a row here); binary COPY streams them (about 2 us a row). A
+        500-entry transaction Bundle writes some 10,000 index rows.
+        """
+        if len(rows) < _COPY_THRESHOLD or not self._copy:
+            self._execute(_INSERTS[table.name], rows)
+            return
+        columns = list(rows[0])
+        raw = self._connection.connection.driver_connection
+        assert raw is not None
+        try:
+            with (
+                raw.cursor() as cursor,
+                cursor.copy(
+                    f"COPY {table.name} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+                ) as copy,
+            ):
+                copy.set_types([_PG_TYPES[table.name][c] for c in columns])
+                for row in rows:
+                    copy.write_row([row[c] for c in columns])
+        except UniqueViolation as exc:
+            raise ConcurrentWriteError(
+                "a concurrent write to the same resource won; retry the request"
+            ) from exc
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:

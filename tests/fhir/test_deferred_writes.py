@@ -116,3 +116,18 @@ def test_reads_of_other_types_leave_the_queue_and_chains_flush_it(
     with store.unit_of_work() as resources:
         found = resources.search(parse_search("Encounter", [("subject", f"Patient/{person.id}")]))
         assert [r.id for r in found.resources] == [encounter.id]
+
+
+def test_a_conflict_inside_a_large_batch_fails_the_whole_unit(store: SqlResourceStore) -> None:
+    """Many rows go by COPY on PostgreSQL: a duplicate id in them is still a clean 409."""
+    with store.unit_of_work() as resources:
+        resources.create(patient("B-0"), resource_id="taken")
+    with pytest.raises(ConcurrentWriteError), store.unit_of_work() as resources:
+        for n in range(80):
+            resources.create(patient(f"B-{n + 1}"))
+        resources.create(patient("B-dup"), resource_id="taken")
+    assert ids(store, family="Rossi") == ["taken"]
+    with store.unit_of_work() as resources:
+        for n in range(80):
+            resources.create(patient(f"C-{n}", "Many"))
+    assert len(ids(store, family="Many")) == 50  # a page: the default _count
