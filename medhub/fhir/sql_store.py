@@ -80,11 +80,9 @@ _IS_RESOURCE = and_(
 )
 _READ = select(_RESOURCE).where(_IS_RESOURCE)
 _READ_FOR_UPDATE = _READ.with_for_update()
-_INSERT_RESOURCE = insert(_RESOURCE)
 _UPDATE_RESOURCE = update(_RESOURCE).where(
     _RESOURCE.c.res_type == bindparam("b_type"), _RESOURCE.c.res_id == bindparam("b_id")
 )
-_INSERT_HISTORY = insert(_HISTORY)
 _VREAD = select(_HISTORY).where(
     _HISTORY.c.res_type == bindparam("res_type"),
     _HISTORY.c.res_id == bindparam("res_id"),
@@ -113,7 +111,6 @@ _CLEAR_INDEX = [
     delete(t).where(t.c.res_type == bindparam("res_type"), t.c.res_id == bindparam("res_id"))
     for t in INDEX_CORE
 ]
-_INSERT_INDEX = {t.name: insert(t) for t in INDEX_CORE}
 _INDEX_TABLES = {t.name: t for t in INDEX_CORE}
 _INSERTS = {t.name: insert(t) for t in (_RESOURCE, _HISTORY, *INDEX_CORE)}
 #: Rows from which PostgreSQL inserts go by COPY (below, one pipelined executemany is cheaper).
