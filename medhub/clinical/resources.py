@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import copy
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import pydantic
 from fhir.resources.R4B import get_fhir_model_class
 
+from medhub.clinical.json_kinds import json_kind_issues
 from medhub.errors import InvalidResourceError, Issue
 
 #: The resource types of medhub's canonical model (DESIGN.md, "The canonical clinical model").
@@ -130,7 +131,7 @@ def validate_resource(data: Any, *, expected_type: str | None = None) -> dict[st
         )
     model = get_fhir_model_class(resource_type)
     try:
-        validated = model.model_validate(dict(data))
+        model.model_validate(dict(data))
     except pydantic.ValidationError as exc:
         issues = [
             Issue(
@@ -148,10 +149,10 @@ def validate_resource(data: Any, *, expected_type: str | None = None) -> dict[st
     except (ValueError, TypeError) as exc:
         message = f"{resource_type} is not valid: {exc}"
         raise InvalidResourceError(message, [Issue(message, expression=(resource_type,))]) from exc
-    # The models coerce leniently ("yes" -> true, "2" -> 2). FHIR JSON does not:
-    # compare what was sent with what the model understood, leaf by leaf.
-    understood = validated.model_dump(mode="json", by_alias=True, exclude_none=True)
-    type_issues = list(_json_type_issues(data, understood, resource_type))
+    # The models coerce leniently ("yes" -> true, "2" -> 2). FHIR JSON does not: check
+    # the JSON kind of each element sent against the model's annotations (json_kinds.py
+    # says why this is not a dump of the model compared with what was sent).
+    type_issues = json_kind_issues(data, model, resource_type)
     if type_issues:
         raise InvalidResourceError(
             f"{resource_type} is not valid: {type_issues[0].message}", type_issues
@@ -164,35 +165,6 @@ def validate_resource(data: Any, *, expected_type: str | None = None) -> dict[st
         message = f"{resource_type}.id {resource_id!r} is not a valid FHIR id"
         raise InvalidResourceError(message, [Issue(message, expression=(f"{resource_type}.id",))])
     return result
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "other"
-
-
-def _json_type_issues(sent: Any, understood: Any, path: str) -> Iterator[Issue]:
-    """Leaves where the JSON type sent differs from the type the model read it as."""
-    if isinstance(sent, Mapping) and isinstance(understood, Mapping):
-        for key, value in sent.items():
-            if key in understood:
-                yield from _json_type_issues(value, understood[key], f"{path}.{key}")
-    elif isinstance(sent, list) and isinstance(understood, list):
-        for index, (a, b) in enumerate(zip(sent, understood, strict=False)):
-            yield from _json_type_issues(a, b, f"{path}[{index}]")
-    else:
-        sent_kind, model_kind = _json_kind(sent), _json_kind(understood)
-        if "other" not in (sent_kind, model_kind) and sent_kind != model_kind:
-            yield Issue(
-                f"{path}: a JSON {model_kind} is required, got the {sent_kind} {sent!r}",
-                code="structure",
-                expression=(path,),
-            )
 
 
 def _check_required_codes(resource_type: str, resource: Mapping[str, Any]) -> None:
