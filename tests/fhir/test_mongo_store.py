@@ -36,6 +36,7 @@ from medhub.fhir.mongo_documents import ceil_ms, floor_ms
 from medhub.fhir.mongo_search import search_filter
 from medhub.fhir.mongo_store import MongoResourceStore, _supports_transactions
 from medhub.fhir.search import Criterion, NumberValue, SearchQuery, TokenValue, parse_search
+from tests.conftest import unavailable
 
 MONGODB_URL = os.environ.get("MEDHUB_MONGODB_URL")
 REQUIRE_SERVICES = os.environ.get("MEDHUB_REQUIRE_SERVICES") == "1"
@@ -64,10 +65,7 @@ def _server_store(clock: Clock) -> Iterator[MongoResourceStore]:
         store.ping()
     except StoreUnavailableError as exc:
         store.close()
-        message = f"MongoDB at MEDHUB_MONGODB_URL is not reachable: {exc}"
-        if REQUIRE_SERVICES:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("MongoDB at MEDHUB_MONGODB_URL", exc)
     try:
         yield store
     finally:
