@@ -15,7 +15,8 @@ from medhub.api.deps import ApiContext, ComponentHealth
 from medhub.config import Hl7DestinationSettings, Settings
 from medhub.db.engine import make_engine
 from medhub.errors import ConfigurationError, MedhubError
-from medhub.fhir.sql_store import SqlResourceStore, utc_now
+from medhub.fhir.sql_store import SqlResourceStore
+from medhub.fhir.write_rules import utc_now
 from medhub.hl7.inbound import Hl7Inbound
 from medhub.hl7.sql_units import sql_inbound_units
 from medhub.wiring_devices import DeviceComponents, build_devices

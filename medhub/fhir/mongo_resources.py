@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -24,14 +24,11 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from medhub.clinical.resources import is_valid_id, validate_resource
+from medhub.clinical.resources import validate_resource
 from medhub.errors import (
     ConcurrentWriteError,
     GoneError,
-    InputError,
-    Issue,
     NotFoundError,
-    PreconditionFailedError,
     StoreUnavailableError,
 )
 from medhub.fhir.mongo_documents import (
@@ -49,15 +46,12 @@ from medhub.fhir.mongo_includes import fetch_includes
 from medhub.fhir.mongo_search import SEARCH_SORT, search_filter, sort_stages
 from medhub.fhir.search import SearchQuery
 from medhub.fhir.store import SearchResult, StoredResource, UpdateOutcome, format_instant
+from medhub.fhir.write_rules import check_body_id, check_id, check_version, utc_now
 
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
 Document = dict[str, Any]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @contextmanager
@@ -79,25 +73,6 @@ def translated_errors() -> Iterator[None]:
                 "a concurrent transaction conflicted; retry the request"
             ) from exc
         raise StoreUnavailableError(f"the resource database failed: {exc}") from exc
-
-
-def _check_id(resource_type: str, resource_id: str) -> None:
-    if not is_valid_id(resource_id):
-        message = f"{resource_id!r} is not a valid FHIR id"
-        raise InputError(message, [Issue(message, expression=(f"{resource_type}.id",))])
-
-
-def _check_version(
-    resource_type: str, resource_id: str, current: StoredResource | None, if_match: int | None
-) -> None:
-    """If-Match: the write applies only to the version the client last saw (else 412)."""
-    if if_match is None:
-        return
-    have = current.version_id if current is not None and not current.deleted else None
-    if have != if_match:
-        raise PreconditionFailedError(
-            f"{resource_type}/{resource_id} is at version {have}, not {if_match}"
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +116,7 @@ class MongoResources:
         if resource_id is None:
             resource_id = str(uuid.uuid4())
         else:
-            _check_id(resource["resourceType"], resource_id)
+            check_id(resource["resourceType"], resource_id)
         return self._write(resource["resourceType"], resource_id, resource, None, "POST")
 
     def update(
@@ -152,14 +127,11 @@ class MongoResources:
         *,
         if_match: int | None = None,
     ) -> UpdateOutcome:
-        _check_id(resource_type, resource_id)
+        check_id(resource_type, resource_id)
         resource = self._checked(resource, resource_type)
-        body_id = resource.get("id")
-        if body_id is not None and body_id != resource_id:
-            message = f"resource id {body_id!r} does not match the id {resource_id!r} in the URL"
-            raise InputError(message, [Issue(message, expression=(f"{resource_type}.id",))])
+        check_body_id(resource_type, resource_id, resource)
         current = self._current(resource_type, resource_id)
-        _check_version(resource_type, resource_id, current, if_match)
+        check_version(resource_type, resource_id, current, if_match)
         stored = self._write(resource_type, resource_id, resource, current, "PUT")
         return UpdateOutcome(stored, created=current is None or current.deleted)
 
@@ -167,7 +139,7 @@ class MongoResources:
         self, resource_type: str, resource_id: str, *, if_match: int | None = None
     ) -> StoredResource | None:
         current = self._current(resource_type, resource_id)
-        _check_version(resource_type, resource_id, current, if_match)
+        check_version(resource_type, resource_id, current, if_match)
         if current is None or current.deleted:
             return None
         stored = StoredResource(

@@ -49,8 +49,8 @@ from medhub.fhir.mongo_resources import (
     Document,
     MongoResources,
     translated_errors,
-    utc_now,
 )
+from medhub.fhir.write_rules import utc_now
 
 __all__ = ["MongoResourceStore", "MongoResources"]
 

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -35,16 +35,13 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from medhub.clinical.resources import is_valid_id, validate_resource
+from medhub.clinical.resources import validate_resource
 from medhub.db.base import metadata
 from medhub.db.statistics import StatisticsKeeper
 from medhub.errors import (
     ConcurrentWriteError,
     GoneError,
-    InputError,
-    Issue,
     NotFoundError,
-    PreconditionFailedError,
     StoreUnavailableError,
 )
 from medhub.fhir.search import SearchQuery
@@ -52,22 +49,13 @@ from medhub.fhir.sql_index_rows import INDEX_CORE, index_rows
 from medhub.fhir.sql_search import run_search, stored_resource
 from medhub.fhir.sql_tables import ReferenceIndexRow, ResourceHistoryRow, ResourceRow
 from medhub.fhir.store import SearchResult, StoredResource, UpdateOutcome, format_instant
+from medhub.fhir.write_rules import check_body_id, check_id, check_version, utc_now
 
 Clock = Callable[[], datetime]
 #: Session.info key counting the resources a transaction wrote (for statistics upkeep).
 WRITES_KEY = "medhub_writes"
 #: Session.info key listing the deferred-write queues to send before the session commits.
 FLUSHERS_KEY = "medhub_flushers"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _check_id(resource_type: str, resource_id: str) -> None:
-    if not is_valid_id(resource_id):
-        message = f"{resource_id!r} is not a valid FHIR id"
-        raise InputError(message, [Issue(message, expression=(f"{resource_type}.id",))])
 
 
 _RESOURCE: Table = ResourceRow.__table__  # type: ignore[assignment]
@@ -198,7 +186,7 @@ class SqlResources:
         if resource_id is None:
             resource_id = str(uuid.uuid4())
         else:
-            _check_id(resource["resourceType"], resource_id)
+            check_id(resource["resourceType"], resource_id)
         return self._write(resource["resourceType"], resource_id, resource, None, "POST")
 
     def update(
@@ -209,14 +197,11 @@ class SqlResources:
         *,
         if_match: int | None = None,
     ) -> UpdateOutcome:
-        _check_id(resource_type, resource_id)
+        check_id(resource_type, resource_id)
         resource = self._checked(resource, resource_type)
-        body_id = resource.get("id")
-        if body_id is not None and body_id != resource_id:
-            message = f"resource id {body_id!r} does not match the id {resource_id!r} in the URL"
-            raise InputError(message, [Issue(message, expression=(f"{resource_type}.id",))])
+        check_body_id(resource_type, resource_id, resource)
         current = self._current(resource_type, resource_id)
-        _check_version(resource_type, resource_id, current, if_match)
+        check_version(resource_type, resource_id, current, if_match)
         stored = self._write(resource_type, resource_id, resource, current, "PUT")
         return UpdateOutcome(stored, created=current is None or current.deleted)
 
@@ -224,7 +209,7 @@ class SqlResources:
         self, resource_type: str, resource_id: str, *, if_match: int | None = None
     ) -> StoredResource | None:
         current = self._current(resource_type, resource_id)
-        _check_version(resource_type, resource_id, current, if_match)
+        check_version(resource_type, resource_id, current, if_match)
         if current is None or current.deleted:
             return None
         if (resource_type, resource_id) in self._pending.keys:
@@ -487,19 +472,6 @@ class SqlResources:
             pending.index.setdefault(table.name, []).extend(rows)
         self._known[key] = stored
         return stored
-
-
-def _check_version(
-    resource_type: str, resource_id: str, current: StoredResource | None, if_match: int | None
-) -> None:
-    """If-Match: the write applies only to the version the client last saw (else 412)."""
-    if if_match is None:
-        return
-    have = current.version_id if current is not None and not current.deleted else None
-    if have != if_match:
-        raise PreconditionFailedError(
-            f"{resource_type}/{resource_id} is at version {have}, not {if_match}"
-        )
 
 
 def _history_values(stored: StoredResource, method: str) -> dict[str, Any]:
