@@ -13,6 +13,7 @@ from alembic.config import Config
 from sqlalchemy import Engine
 
 # The table modules, imported so ``metadata`` is complete for autogenerate checks.
+from medhub.cds import alert_store as _alert_tables  # noqa: F401
 from medhub.db import outbox as _outbox_tables  # noqa: F401
 from medhub.db.base import metadata
 from medhub.devices import registry_tables as _device_tables  # noqa: F401
