@@ -56,6 +56,8 @@ async def serve(settings: Settings) -> None:
         await sender.start()
     if components.devices is not None:
         await components.devices.start()
+    if components.alerts is not None:
+        components.alerts.start()
     log.info("medhub.started", settings=settings.redacted())
     try:
         await server.serve()
@@ -66,6 +68,8 @@ async def serve(settings: Settings) -> None:
             await sender.close()
         if components.devices is not None:
             await components.devices.close()
+        if components.alerts is not None:
+            await components.alerts.close()
         await components.committer.close()
         components.store.close()
         log.info("medhub.stopped")

@@ -106,6 +106,15 @@ class MqttSettings(BaseModel):
     broker_inflight: int = Field(default=20, gt=0)
 
 
+class AlertSettings(BaseModel):
+    """The alert lifecycle and where alerts (and other outbox events) are published."""
+
+    exchange: str = "medhub.alerts"
+    escalate_after_seconds: float = Field(default=120.0, gt=0)
+    check_seconds: float = Field(default=5.0, gt=0, description="signal-lost and escalation checks")
+    keep_sent_days: int = Field(default=7, ge=1)
+
+
 class ModbusDeviceSettings(BaseModel):
     """One Modbus device polled by medhub."""
 
@@ -157,6 +166,11 @@ class Settings(BaseSettings):
         default=None, description="mqtt[s]://[user[:password]@]host[:port] of the device broker"
     )
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    amqp_url: SecretStr | None = Field(
+        default=None,
+        description="amqp://user:password@host:port/vhost of RabbitMQ; unset: in-process bus",
+    )
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     modbus_devices: list[ModbusDeviceSettings] = Field(default_factory=list)
     serial_ports: list[SerialPortSettings] = Field(default_factory=list)
     http_port: int | None = Field(

@@ -19,6 +19,7 @@ from medhub.fhir.sql_store import SqlResourceStore
 from medhub.fhir.write_rules import utc_now
 from medhub.hl7.inbound import Hl7Inbound
 from medhub.hl7.sql_units import sql_inbound_units
+from medhub.wiring_alerts import AlertComponents, build_alerts
 from medhub.wiring_devices import DeviceComponents, build_devices
 
 
@@ -65,6 +66,7 @@ class Components:
     mllp: MllpServer | None
     senders: list[MllpSender] = field(default_factory=list)
     devices: DeviceComponents | None = None
+    alerts: AlertComponents | None = None
 
 
 def _mllp_tls(settings: Settings) -> ssl.SSLContext | None:
@@ -115,7 +117,9 @@ def build(settings: Settings) -> Components:
         MllpSender(destination(d), store.session, clock=utc_now) for d in settings.hl7_destinations
     ]
     devices = build_devices(settings, store)
-    return Components(settings, store, inbound, committer, mllp, senders, devices)
+    alerts = build_alerts(settings, store)
+    devices.ingest.add_listener(alerts.watch)
+    return Components(settings, store, inbound, committer, mllp, senders, devices, alerts)
 
 
 def _database_health(store: SqlResourceStore) -> ComponentHealth:
