@@ -51,6 +51,8 @@ class Registry(Protocol):
 
     def timelines(self) -> dict[str, BindingTimeline]: ...
 
+    def record_seen(self, seen: list[tuple[str, datetime, float, bool]]) -> None: ...
+
     def record_state(
         self,
         device_id: str,
@@ -220,14 +222,20 @@ class DeviceIngest:
                 if now >= self._state_due.get(device_id, float("-inf")):
                     self._state_due[device_id] = now + self._state_interval
                     due.append(device_id)
+        if not due:
+            return
+        seen = []
         for device_id in due:
             state = self._clocks[device_id].state
-            try:
-                self._registry.record_state(
+            seen.append(
+                (
                     device_id,
-                    last_seen=self._last_seen[device_id],
-                    clock_offset_ms=state.offset.total_seconds() * 1000,
-                    clock_flagged=state.flagged,
+                    self._last_seen[device_id],
+                    state.offset.total_seconds() * 1000,
+                    state.flagged,
                 )
-            except Exception as exc:  # state is informational; the samples are stored
-                log.warning("device.state_not_recorded", device=device_id, reason=str(exc))
+            )
+        try:
+            self._registry.record_seen(seen)
+        except Exception as exc:  # state is informational; the samples are stored
+            log.warning("device.state_not_recorded", devices=len(seen), reason=str(exc))
