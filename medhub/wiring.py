@@ -161,4 +161,5 @@ def api_context(components: Components) -> ApiContext:
         devices=devices.registry if devices else None,
         samples=devices.samples if devices else None,
         on_binding_change=devices.ingest.invalidate_bindings if devices else None,
+        alerts=components.alerts.service if components.alerts else None,
     )

@@ -6,6 +6,7 @@ from fastapi import Depends, FastAPI
 
 from medhub import __version__
 from medhub.api import (
+    alert_routes,
     device_routes,
     fhir_capabilities,
     fhir_routes,
@@ -28,4 +29,5 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(fhir_search_routes.router, dependencies=[Depends(negotiate)])
     app.include_router(hl7_routes.router)
     app.include_router(device_routes.router)
+    app.include_router(alert_routes.router)
     return app

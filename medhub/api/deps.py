@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, Request
 
+from medhub.cds.alert_store import AlertService
 from medhub.devices.registry import DeviceRegistry
 from medhub.fhir.sql_store import SqlResourceStore
 from medhub.fhir.store import ResourceStore
@@ -36,6 +37,7 @@ class ApiContext:
     sql_store: SqlResourceStore | None = None
     devices: DeviceRegistry | None = None
     samples: SampleStore | None = None
+    alerts: AlertService | None = None
     #: Called after a binding changes, so sample attribution picks it up at once.
     on_binding_change: Callable[[str], None] | None = None
 

@@ -317,6 +317,21 @@ class AlertService:
         with self.store.session() as session:
             return _view(self._row(session, alert_id))
 
+    def list_alerts(
+        self,
+        *,
+        states: Sequence[AlertState] = OPEN_STATES,
+        patient_id: str | None = None,
+        limit: int = 500,
+    ) -> list[Alert]:
+        """Alerts in these states (newest first), for the alerts API and dashboards."""
+        query = select(AlertRow).where(AlertRow.state.in_(list(states)))
+        if patient_id is not None:
+            query = query.where(AlertRow.patient_id == patient_id)
+        query = query.order_by(AlertRow.raised_at.desc()).limit(limit)
+        with self.store.session() as session:
+            return [_view(row) for row in session.scalars(query)]
+
     def open_alerts(self, *, patient_id: str | None = None) -> list[Alert]:
         """Open alerts (raised, acknowledged, escalated), oldest first."""
         query = select(AlertRow).where(AlertRow.state.in_(OPEN_STATES))

@@ -9,6 +9,7 @@ from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from medhub.api import (
+    alert_routes,
     device_routes,
     fhir_capabilities,
     fhir_routes,
@@ -27,6 +28,7 @@ PLACEHOLDERS = {
     "version_id": "1",
     "message_id": "1",
     "device_id": "mon-1",
+    "alert_id": "a-1",
 }
 
 
@@ -48,6 +50,7 @@ def test_every_route_is_described_and_every_description_is_a_route(
         fhir_search_routes.router,
         hl7_routes.router,
         device_routes.router,
+        alert_routes.router,
     ]
     served = {
         (route.path, method.lower())
