@@ -29,29 +29,26 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Final
 
 from medhub.errors import Hl7Location, InputError, Issue, MissingDataError
 from medhub.hl7.er7 import Delimiters, escape
+from medhub.hl7.er7_fields import HierarchicDesignator as HierarchicDesignator
+from medhub.hl7.er7_fields import components as components
+from medhub.hl7.er7_fields import decimal_text
+from medhub.hl7.er7_fields import dtm as dtm
+from medhub.hl7.er7_fields import hd as hd
+from medhub.hl7.er7_fields import join_fields as join_fields
 
 PCD01_PROFILE: Final = ("IHE_PCD_001", "IHE PCD", "1.3.6.1.4.1.19376.1.6.1.1.1", "ISO")
 MONITORING_OF_PATIENT: Final = ("182777000", "monitoring of patient", "SNOMED-CT")
 VERSION: Final = "2.6"
-_EUI64: Final = re.compile(r"^[0-9A-Fa-f]{16}$")
+EUI64_PATTERN: Final = re.compile(r"^[0-9A-Fa-f]{16}$")
 _D: Final = Delimiters()
 
 Number = int | float | Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class HierarchicDesignator:
-    """An HD (HL7 v2.6 §2.A.33): namespace id, universal id and its type (e.g. an OID, ISO)."""
-
-    namespace: str
-    universal_id: str = ""
-    universal_id_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,18 +136,18 @@ def build_pcd01_oru(
     _check(patient, observations, control_id)
     earliest = min(o.observed_at for o in observations)
     segments = [
-        _msh(header, control_id, now),
-        _pid(patient),
-        _pv1(patient),
-        _join(
+        msh_segment(header, control_id, now),
+        pid_segment(patient),
+        pv1_segment(patient),
+        join_fields(
             "OBR",
             "1",
             "",
-            _components(control_id, header.sending_application.namespace),
-            _components(*MONITORING_OF_PATIENT),
+            components(control_id, header.sending_application.namespace),
+            components(*MONITORING_OF_PATIENT),
             "",
             "",
-            _dtm(earliest),
+            dtm(earliest),
         ),
     ]
     for number, observation in enumerate(observations, start=1):
@@ -160,83 +157,67 @@ def build_pcd01_oru(
 
 def _check(patient: PcdPatient, observations: Sequence[DeviceObservation], control_id: str) -> None:
     if not control_id:
-        raise _missing("MSH-10 (message control id) is required", "MSH", 10)
+        raise missing_data("MSH-10 (message control id) is required", "MSH", 10)
     if not patient.identifiers or not all(i.value for i in patient.identifiers):
-        raise _missing("PID-3 needs at least one patient identifier with a value", "PID", 3)
+        raise missing_data("PID-3 needs at least one patient identifier with a value", "PID", 3)
     if not patient.family:
-        raise _missing("PID-5 needs the patient's family name", "PID", 5)
+        raise missing_data("PID-5 needs the patient's family name", "PID", 5)
     if not observations:
-        raise _missing("a PCD-01 report needs at least one observation", "OBX", 0)
+        raise missing_data("a PCD-01 report needs at least one observation", "OBX", 0)
     for number, observation in enumerate(observations, start=1):
-        where = Hl7Location("OBX", number)
-        if not _EUI64.match(observation.device_eui64):
-            raise _invalid(
-                f"OBX-18 device EUI-64 {observation.device_eui64!r} is not 16 hex digits", where, 18
+        if not EUI64_PATTERN.match(observation.device_eui64):
+            raise invalid_value(
+                f"OBX-18 device EUI-64 {observation.device_eui64!r} is not 16 hex digits",
+                Hl7Location("OBX", number, 18),
             )
         parts = observation.containment
         if min(parts.mds, parts.vmd, parts.channel, parts.metric) < 0:
-            raise _invalid(f"OBX-4 containment {parts.render()} has a negative part", where, 4)
+            raise invalid_value(
+                f"OBX-4 containment {parts.render()} has a negative part",
+                Hl7Location("OBX", number, 4),
+            )
         if not observation.code:
-            raise _missing("OBX-3 needs the MDC code", "OBX", 3, number)
+            raise missing_data("OBX-3 needs the MDC code", "OBX", 3, number)
         if observation.observed_at.tzinfo is None:
-            raise _invalid("OBX-14 observation time needs a time zone", where, 14)
+            raise invalid_value(
+                "OBX-14 observation time needs a time zone", Hl7Location("OBX", number, 14)
+            )
 
 
-def _missing(text: str, segment: str, field: int, sequence: int = 1) -> MissingDataError:
+# -- ER7 pieces shared with the other IHE PCD builders (medhub.hl7.pcd04_builder); the
+# generic ones (join_fields, components, hd, dtm) live in medhub.hl7.er7_fields ----------
+
+
+def missing_data(text: str, segment: str, field: int, sequence: int = 1) -> MissingDataError:
+    """A required element is absent (table 0357 code 101 through ``code="required"``)."""
     location = Hl7Location(segment, sequence, field)
     return MissingDataError(text, [Issue(text, code="required", location=location)])
 
 
-def _invalid(text: str, location: Hl7Location, field: int) -> InputError:
-    where = Hl7Location(location.segment, location.sequence, field)
-    return InputError(text, [Issue(text, location=where, hl7_error_code=102)])
+def invalid_value(text: str, location: Hl7Location) -> InputError:
+    """A value that cannot be represented in its field (table 0357 code 102, data type error)."""
+    return InputError(text, [Issue(text, location=location, hl7_error_code=102)])
 
 
-def _join(*fields: str) -> str:
-    """A segment from its fields, trailing empty fields left out (HL7 v2.5.1 §2.5.3)."""
-    end = len(fields)
-    while end > 1 and fields[end - 1] == "":
-        end -= 1
-    return _D.field.join(fields[:end])
-
-
-def _components(*values: str) -> str:
-    """Escaped components joined with ``^``, trailing empty ones dropped."""
-    parts = [escape(v, _D) for v in values]
-    while parts and parts[-1] == "":
-        parts.pop()
-    return _D.component.join(parts)
-
-
-def _hd(hd: HierarchicDesignator | None, separator: str = "^") -> str:
-    if hd is None:
-        return ""
-    parts = [escape(v, _D) for v in (hd.namespace, hd.universal_id, hd.universal_id_type)]
-    while parts and parts[-1] == "":
-        parts.pop()
-    return separator.join(parts)
-
-
-def _dtm(moment: datetime) -> str:
-    """DTM with offset (HL7 v2.6 §2.A.22), in UTC, fractions to 1/10 000 s."""
-    utc = moment.astimezone(UTC)
-    text = utc.strftime("%Y%m%d%H%M%S")
-    if utc.microsecond:
-        text += f".{utc.microsecond // 100:04d}"
-    return text + "+0000"
-
-
-def _msh(header: Pcd01Header, control_id: str, now: datetime) -> str:
-    return _join(
+def msh_segment(
+    header: Pcd01Header,
+    control_id: str,
+    now: datetime,
+    *,
+    message_type: str = "ORU^R01^ORU_R01",
+    profile: tuple[str, str, str, str] = PCD01_PROFILE,
+) -> str:
+    """MSH as IHE PCD TF-2 Appendix B.1 profiles it: v2.6, AL/NE, UTF-8, MSH-21 the profile."""
+    return join_fields(
         "MSH",
         _D.encoding_characters,
-        _hd(header.sending_application),
-        _hd(header.sending_facility),
-        _hd(header.receiving_application),
-        _hd(header.receiving_facility),
-        _dtm(now),
+        hd(header.sending_application),
+        hd(header.sending_facility),
+        hd(header.receiving_application),
+        hd(header.receiving_facility),
+        dtm(now),
         "",
-        "ORU^R01^ORU_R01",
+        message_type,
         escape(control_id, _D),
         escape(header.processing_id, _D),
         VERSION,
@@ -248,46 +229,64 @@ def _msh(header: Pcd01Header, control_id: str, now: datetime) -> str:
         "UNICODE UTF-8",
         "",
         "",
-        _components(*PCD01_PROFILE),
+        components(*profile),
     )
 
 
-def _pid(patient: PcdPatient) -> str:
+def pid_segment(patient: PcdPatient) -> str:
+    """PID-3 identifiers, PID-5 legal name, PID-7 birth date, PID-8 sex (TF-2 Appendix B.5).
+
+    A patient with no identifiers and no name gives an empty PID (PCD-04 for an
+    alert from a device bound to nobody; see :mod:`medhub.hl7.pcd04_builder`).
+    """
     identifiers = _D.repetition.join(
         _D.component.join(
             [
                 escape(identifier.value, _D),
                 "",
                 "",
-                _hd(identifier.authority, _D.subcomponent),
+                hd(identifier.authority, _D.subcomponent),
                 escape(identifier.type_code, _D),
             ]
-        )
+        ).rstrip(_D.component)
         for identifier in patient.identifiers
     )
-    name = _D.component.join(
-        [escape(patient.family, _D), escape(patient.given, _D), escape(patient.middle, _D)]
-        + ["", "", "", "L"]
-    )
+    name = ""
+    if patient.family or patient.given or patient.middle:
+        name = _D.component.join(
+            [escape(patient.family, _D), escape(patient.given, _D), escape(patient.middle, _D)]
+            + ["", "", "", "L"]
+        )
     birth = patient.birth_date.strftime("%Y%m%d") if patient.birth_date else ""
-    return _join("PID", "", "", identifiers, "", name, "", birth, escape(patient.sex, _D))
+    return join_fields("PID", "", "", identifiers, "", name, "", birth, escape(patient.sex, _D))
 
 
-def _pv1(patient: PcdPatient) -> str:
-    location = _components(patient.point_of_care, patient.room, patient.bed)
-    return _join("PV1", "", escape(patient.patient_class, _D), location)
+def pv1_segment(patient: PcdPatient) -> str:
+    """PV1-2 patient class and PV1-3 point of care / room / bed (TF-2 Appendix B.6)."""
+    location = components(patient.point_of_care, patient.room, patient.bed)
+    return join_fields("PV1", "", escape(patient.patient_class, _D), location)
+
+
+def nm_text(value: Number, location: Hl7Location) -> str:
+    """A number as NM (HL7 v2.6 §2.A.47): plain decimal digits, never an exponent."""
+    if isinstance(value, bool):
+        raise invalid_value(f"{location.terser()} cannot carry a boolean as a number", location)
+    text = decimal_text(value)
+    if text is None:
+        raise invalid_value(f"{location.terser()} value {value!r} is not a finite number", location)
+    return text
 
 
 def _obx(number: int, observation: DeviceObservation) -> str:
     value_type, value = _value(observation.value, number)
-    return _join(
+    return join_fields(
         "OBX",
         str(number),
         value_type,
-        _components(observation.code, observation.text, "MDC"),
+        components(observation.code, observation.text, "MDC"),
         observation.containment.render(),
         value,
-        _components(observation.unit, "", "UCUM") if observation.unit else "",
+        components(observation.unit, "", "UCUM") if observation.unit else "",
         "",
         "",
         "",
@@ -295,22 +294,16 @@ def _obx(number: int, observation: DeviceObservation) -> str:
         escape(observation.result_status, _D),
         "",
         "",
-        _dtm(observation.observed_at),
+        dtm(observation.observed_at),
         "",
         "",
         "",
-        _components(observation.device_eui64.upper(), "EUI-64"),
+        components(observation.device_eui64.upper(), "EUI-64"),
     )
 
 
 def _value(value: Number | str, number: int) -> tuple[str, str]:
-    """OBX-2 and OBX-5: NM for numbers (HL7 v2.6 §2.A.47, no exponent), ST for text."""
+    """OBX-2 and OBX-5: NM for numbers, ST for text."""
     if isinstance(value, str):
         return "ST", escape(value, _D)
-    if isinstance(value, bool):
-        raise _invalid("OBX-5 cannot carry a boolean as a number", Hl7Location("OBX", number), 5)
-    decimal = value if isinstance(value, Decimal) else Decimal(repr(value))
-    if not decimal.is_finite():
-        where = Hl7Location("OBX", number)
-        raise _invalid(f"OBX-5 value {value!r} is not a finite number", where, 5)
-    return "NM", format(decimal, "f")
+    return "NM", nm_text(value, Hl7Location("OBX", number, 5))
