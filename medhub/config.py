@@ -113,6 +113,11 @@ class AlertSettings(BaseModel):
     escalate_after_seconds: float = Field(default=120.0, gt=0)
     check_seconds: float = Field(default=5.0, gt=0, description="signal-lost and escalation checks")
     keep_sent_days: int = Field(default=7, ge=1)
+    pcd04_destination: str | None = Field(
+        default=None,
+        description="the name of the HL7 destination (an Alert Manager) every alert change is "
+        "also reported to as IHE PCD-04 ORU^R40; unset: none",
+    )
 
 
 class ModbusDeviceSettings(BaseModel):

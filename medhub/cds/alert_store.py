@@ -59,6 +59,8 @@ _INTERPRETATION: Final[dict[Condition, str]] = {
 
 #: Who a stream's samples are about when its key does not say (device binding at that time).
 PatientLookup = Callable[["StreamKey", datetime], "str | None"]
+#: Told of every alert change inside its transaction (e.g. to queue an HL7 PCD-04 report).
+AlertChangeHook = Callable[[Session, Alert], None]
 
 
 class AlertRow(Base):
@@ -234,7 +236,9 @@ class AlertService:
     ``on_commit`` is called after a transaction that enqueued events committed,
     so a relay can wake up instead of waiting for its next poll. ``patient_for``
     attributes a stream whose key names no patient (the device binding at the
-    event's time); it may read the database.
+    event's time); it may read the database. ``on_change`` is called with the
+    session and the changed alert inside the transaction of every change, after
+    its outbox event: what it writes commits, or rolls back, with the alert.
 
     :meth:`apply` may be retried with the same batch after a failure (the
     store was down): a START already stored is a duplicate and an END of a
@@ -248,11 +252,13 @@ class AlertService:
         patient_for: PatientLookup | None = None,
         clock: Callable[[], datetime] = utc_now,
         on_commit: Callable[[], None] | None = None,
+        on_change: AlertChangeHook | None = None,
     ) -> None:
         self.store = store
         self._patient_for = patient_for
         self._clock = clock
         self._on_commit = on_commit
+        self._on_change = on_change
 
     def apply(self, events: Sequence[AlarmEvent]) -> list[Alert]:
         """Raise alerts for STARTs, resolve them for ENDs; returns the alerts that changed."""
@@ -273,6 +279,7 @@ class AlertService:
                     alert = self._resolve(session, resources, event, patient)
                 if alert is not None:
                     outbox.enqueue(alert_event(alert), now=now)
+                    self._tell(session, alert)
                     changed.append(alert)
         self._committed(changed)
         return changed
@@ -287,6 +294,7 @@ class AlertService:
             if alert != before:
                 _store(row, alert)
                 SqlEventOutbox(session).enqueue(alert_event(alert), now=moment)
+                self._tell(session, alert)
         self._committed([alert] if alert != before else [])
         return alert
 
@@ -309,6 +317,7 @@ class AlertService:
                 alert = lifecycle.escalate(_view(row), now=now)
                 _store(row, alert)
                 outbox.enqueue(alert_event(alert), now=now)
+                self._tell(session, alert)
                 escalated.append(alert)
         self._committed(escalated)
         return escalated
@@ -341,6 +350,10 @@ class AlertService:
             return [_view(row) for row in session.scalars(query.order_by(AlertRow.raised_at))]
 
     # -- inside the transaction ------------------------------------------------
+
+    def _tell(self, session: Session, alert: Alert) -> None:
+        if self._on_change is not None:
+            self._on_change(session, alert)
 
     def _committed(self, changed: Sequence[Alert]) -> None:
         if self._on_commit is not None and changed:
