@@ -120,6 +120,25 @@ class AlertSettings(BaseModel):
     )
 
 
+class PrescribingSettings(BaseModel):
+    """Medication-safety checks on MedicationRequest writes and the order sent to the pharmacy."""
+
+    checks: bool = Field(
+        default=True, description="check MedicationRequest writes (off only for bulk migrations)"
+    )
+    interactions_csv: Path | None = Field(
+        default=None, description="a site's licensed interaction list, added to the shipped one"
+    )
+    pharmacy_destination: str | None = Field(
+        default=None, description="the name of the HL7 destination saved orders are sent to"
+    )
+    pharmacy_message_type: Literal["RDE^O11", "ORM^O01"] = "RDE^O11"
+    sending_application: str = "MEDHUB"
+    sending_facility: str = "MEDHUB"
+    receiving_application: str = "PHARMACY"
+    receiving_facility: str = ""
+
+
 class ModbusDeviceSettings(BaseModel):
     """One Modbus device polled by medhub."""
 
@@ -176,6 +195,7 @@ class Settings(BaseSettings):
         description="amqp://user:password@host:port/vhost of RabbitMQ; unset: in-process bus",
     )
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    prescribing: PrescribingSettings = Field(default_factory=PrescribingSettings)
     modbus_devices: list[ModbusDeviceSettings] = Field(default_factory=list)
     serial_ports: list[SerialPortSettings] = Field(default_factory=list)
     http_port: int | None = Field(

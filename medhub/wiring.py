@@ -12,15 +12,18 @@ from medhub.adapters.group_commit import GroupCommitter
 from medhub.adapters.mllp_sender import MllpDestination, MllpSender, TlsClientOptions
 from medhub.adapters.mllp_server import MllpServer, MllpServerConfig, server_ssl_context
 from medhub.api.deps import ApiContext, ComponentHealth
+from medhub.cds.medication_knowledge import KnowledgeBase
 from medhub.config import Hl7DestinationSettings, Settings
 from medhub.db.engine import make_engine
 from medhub.errors import ConfigurationError, MedhubError
 from medhub.fhir.sql_store import SqlResourceStore
+from medhub.fhir.store import ResourceStore
 from medhub.fhir.write_rules import utc_now
 from medhub.hl7.inbound import Hl7Inbound
 from medhub.hl7.sql_units import sql_inbound_units
 from medhub.wiring_alerts import AlertComponents, build_alerts
 from medhub.wiring_devices import DeviceComponents, build_devices
+from medhub.wiring_prescribing import load_knowledge, prescribing_store
 
 
 def _path(value: Path | None) -> str | None:
@@ -67,6 +70,9 @@ class Components:
     senders: list[MllpSender] = field(default_factory=list)
     devices: DeviceComponents | None = None
     alerts: AlertComponents | None = None
+    #: The store the API writes through (MedicationRequests checked, orders sent).
+    api_store: ResourceStore | None = None
+    knowledge: KnowledgeBase | None = None
 
 
 def _mllp_tls(settings: Settings) -> ssl.SSLContext | None:
@@ -119,7 +125,19 @@ def build(settings: Settings) -> Components:
     devices = build_devices(settings, store)
     alerts = build_alerts(settings, store)
     devices.ingest.add_listener(alerts.watch)
-    return Components(settings, store, inbound, committer, mllp, senders, devices, alerts)
+    knowledge = load_knowledge(settings)
+    return Components(
+        settings,
+        store,
+        inbound,
+        committer,
+        mllp,
+        senders,
+        devices,
+        alerts,
+        api_store=prescribing_store(settings, store, knowledge),
+        knowledge=knowledge,
+    )
 
 
 def _database_health(store: SqlResourceStore) -> ComponentHealth:
@@ -153,8 +171,10 @@ def api_context(components: Components) -> ApiContext:
 
     checks["mqtt"] = mqtt_health
     devices = components.devices
+    knowledge = components.knowledge or load_knowledge(components.settings)
     return ApiContext(
-        store=components.store,
+        store=components.api_store or components.store,
+        medication_knowledge=lambda: knowledge,
         health_checks=checks,
         inbound=components.inbound,
         sql_store=components.store,

@@ -7,12 +7,14 @@ from fastapi import Depends, FastAPI
 from medhub import __version__
 from medhub.api import (
     alert_routes,
+    cds_hooks_routes,
     device_routes,
     fhir_capabilities,
     fhir_routes,
     fhir_search_routes,
     health,
     hl7_routes,
+    prescription_routes,
 )
 from medhub.api.deps import ApiContext
 from medhub.api.fhir_format import negotiate
@@ -30,4 +32,6 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(hl7_routes.router)
     app.include_router(device_routes.router)
     app.include_router(alert_routes.router)
+    app.include_router(cds_hooks_routes.router)
+    app.include_router(prescription_routes.router)
     return app

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, Request
 
 from medhub.cds.alert_store import AlertService
+from medhub.cds.medication_knowledge import KnowledgeBase, load_default_knowledge
 from medhub.devices.registry import DeviceRegistry
 from medhub.fhir.sql_store import SqlResourceStore
 from medhub.fhir.store import ResourceStore
@@ -40,6 +41,8 @@ class ApiContext:
     alerts: AlertService | None = None
     #: Called after a binding changes, so sample attribution picks it up at once.
     on_binding_change: Callable[[str], None] | None = None
+    #: The medication knowledge base the CDS Hooks services check against.
+    medication_knowledge: Callable[[], KnowledgeBase] = load_default_knowledge
 
 
 def get_context(request: Request) -> ApiContext:

@@ -44,6 +44,7 @@ from medhub.fhir.bundles import process_bundle, response_fields
 from medhub.fhir.dates import parse_fhir_date_range
 from medhub.fhir.interactions import Written, parse_etag, patch_format
 from medhub.fhir.store import StoredResource
+from medhub.fhir.write_hooks import notes_for
 
 router = APIRouter(prefix="/fhir", dependencies=[Depends(negotiate)])
 
@@ -99,8 +100,17 @@ def _resource_response(request: Request, stored: StoredResource, status: int = 2
     return fhir_response(request, stored.body, status=status, headers=_version_headers(stored))
 
 
-def _written_response(request: Request, written: Written, *, what: str) -> Response:
-    """The answer to a write, shaped by ``Prefer: return=`` (FHIR R4 http.html#ops)."""
+def _written_response(
+    request: Request, written: Written, *, what: str, notes: list[Issue] | None = None
+) -> Response:
+    """The answer to a write, shaped by ``Prefer: return=`` (FHIR R4 http.html#ops).
+
+    ``notes`` are warnings a write hook left (findings that did not block the
+    write): they are answered in the OperationOutcome a client asks for with
+    ``Prefer: return=OperationOutcome``, and always counted in the
+    ``X-Medhub-Warnings`` header so a client that takes the resource back
+    still sees that there is something to read.
+    """
     stored = written.stored
     if stored is None or stored.deleted:
         message = f"{what}: nothing to delete" if stored is None else f"{what}: deleted"
@@ -112,6 +122,8 @@ def _written_response(request: Request, written: Written, *, what: str) -> Respo
         headers = {} if stored is None else {"ETag": stored.etag}
         return Response(status_code=204 if stored is None else 200, headers=headers)
     headers = _version_headers(stored)
+    if notes:
+        headers["X-Medhub-Warnings"] = str(len(notes))
     if written.status == 201 or what != "read":
         headers["Location"] = (
             f"{base_url(request)}/{stored.resource_type}/{stored.id}/_history/{stored.version_id}"
@@ -128,7 +140,7 @@ def _written_response(request: Request, written: Written, *, what: str) -> Respo
             code="informational",
             severity="information",
         )
-        body = dumps(operation_outcome([issue]))
+        body = dumps(operation_outcome([issue, *(notes or [])]))
         return fhir_response(request, body, status=written.status, headers=headers)
     return fhir_response(request, stored.body, status=written.status, headers=headers)
 
@@ -229,6 +241,8 @@ async def batch_or_transaction(request: Request, context: ContextDep) -> Respons
                 if stored.body is not None and (representation or result.read):
                     entry["resource"] = orjson.Fragment(stored.body)
             entry["response"] = response_fields(result)
+            if result.notes:
+                entry["response"]["outcome"] = operation_outcome(result.notes)
         entries.append(entry)
     body = {"resourceType": "Bundle", "type": outcome.bundle_type, "entry": entries}
     return fhir_response(request, dumps(body))
@@ -257,12 +271,15 @@ async def create(request: Request, resource_type: str, context: ContextDep) -> R
     body = await read_json_body(request)
     if_none_exist = request.headers.get("if-none-exist")
 
-    def run() -> Written:
+    def run() -> tuple[Written, list[Issue]]:
         with context.store.unit_of_work() as resources:
-            return interactions.create(resources, resource_type, body, if_none_exist=if_none_exist)
+            written = interactions.create(
+                resources, resource_type, body, if_none_exist=if_none_exist
+            )
+            return written, notes_for(resources, written.stored)
 
-    written: Written = await run_in_threadpool(run)
-    return _written_response(request, written, what="create")
+    written, notes = await run_in_threadpool(run)
+    return _written_response(request, written, what="create", notes=notes)
 
 
 @router.put("/{resource_type}", openapi_extra=_RESOURCE_BODY)
@@ -346,13 +363,15 @@ async def update(
     body = await read_json_body(request)
     if_match = parse_etag(request.headers.get("if-match"))
 
-    def run() -> Written:
+    def run() -> tuple[Written, list[Issue]]:
         with context.store.unit_of_work() as resources:
-            return interactions.update(
+            written = interactions.update(
                 resources, resource_type, resource_id, body, if_match=if_match
             )
+            return written, notes_for(resources, written.stored)
 
-    return _written_response(request, await run_in_threadpool(run), what="update")
+    written, notes = await run_in_threadpool(run)
+    return _written_response(request, written, what="update", notes=notes)
 
 
 @router.patch("/{resource_type}/{resource_id}", openapi_extra=_PATCH_BODY)

@@ -37,6 +37,7 @@ from medhub.fhir import interactions
 from medhub.fhir.interactions import PatchFormat, Written, parse_etag
 from medhub.fhir.search import parse_search
 from medhub.fhir.store import Resources, SearchResult, StoredResource
+from medhub.fhir.write_hooks import notes_for
 
 UnitFactory = Callable[[], AbstractContextManager[Resources]]
 
@@ -91,6 +92,8 @@ class EntryResult:
     search: SearchResult | None = None
     error: MedhubError | None = None
     read: bool = False  # a GET: the resource goes into the response entry
+    #: Warnings a write hook left (medication-safety findings that did not block).
+    notes: list[Issue] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -356,7 +359,14 @@ class _Transaction:
 
 
 def run_entry(resources: Resources, entry: _Entry) -> EntryResult:
-    """Run one entry's interaction in the given unit of work."""
+    """Run one entry's interaction in the given unit of work, with any notes hooks left."""
+    result = _run_entry(resources, entry)
+    if entry.method != "GET" and result.stored is not None:
+        result.notes = notes_for(resources, result.stored)
+    return result
+
+
+def _run_entry(resources: Resources, entry: _Entry) -> EntryResult:
     if entry.method == "POST":
         if entry.skip_create is not None:
             return EntryResult(200, entry.skip_create)

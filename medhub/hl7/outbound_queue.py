@@ -99,7 +99,8 @@ class OutboundMessage:
 _STATUS: Final[dict[str, Status]] = {status: status for status in STATUSES}
 
 
-def _view(row: Hl7OutboundRow) -> OutboundMessage:
+def view(row: Hl7OutboundRow) -> OutboundMessage:
+    """The message as callers see it (status, attempts, the ACK)."""
     return OutboundMessage(
         id=row.id,
         destination=row.destination,
@@ -170,7 +171,7 @@ def next_due(session: Session, *, destination: str, now: datetime) -> OutboundMe
     row = session.get(Hl7OutboundRow, head)
     if row is None or row.status != "pending" or row.next_attempt_at > now:
         return None
-    return _view(row)
+    return view(row)
 
 
 def claim_next(
@@ -197,7 +198,7 @@ def claim_next(
     row.attempts += 1
     row.next_attempt_at = now + lease
     session.flush()
-    return _view(row)
+    return view(row)
 
 
 def _pending_row(session: Session, message_id: int) -> Hl7OutboundRow:
@@ -304,14 +305,14 @@ def resend(session: Session, message_id: int, *, now: datetime) -> OutboundMessa
     row.status, row.attempts, row.next_attempt_at = "pending", 0, now
     row.ack_code, row.ack = None, None
     session.flush()
-    return _view(row)
+    return view(row)
 
 
 def get_message(session: Session, message_id: int) -> OutboundMessage:
     row = session.get(Hl7OutboundRow, message_id, populate_existing=True)
     if row is None:
         raise NotFoundError(f"no outbound HL7 message {message_id}")
-    return _view(row)
+    return view(row)
 
 
 def list_messages(
@@ -331,4 +332,4 @@ def list_messages(
     if status is not None:
         query = query.where(Hl7OutboundRow.status == status)
     query = query.order_by(Hl7OutboundRow.id).limit(limit)
-    return [_view(row) for row in session.scalars(query)]
+    return [view(row) for row in session.scalars(query)]

@@ -20,6 +20,7 @@ from medhub.devices import registry_tables as _device_tables  # noqa: F401
 from medhub.fhir import sql_tables as _fhir_tables  # noqa: F401
 from medhub.hl7 import message_log as _hl7_tables  # noqa: F401
 from medhub.hl7 import outbound_queue as _outbound_tables  # noqa: F401
+from medhub.hl7 import pharmacy_orders as _pharmacy_tables  # noqa: F401
 
 MIGRATIONS_DIR = Path(__file__).parent
 

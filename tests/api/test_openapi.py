@@ -10,12 +10,14 @@ from fastapi.testclient import TestClient
 
 from medhub.api import (
     alert_routes,
+    cds_hooks_routes,
     device_routes,
     fhir_capabilities,
     fhir_routes,
     fhir_search_routes,
     health,
     hl7_routes,
+    prescription_routes,
 )
 from medhub.api.app import create_app
 from medhub.api.deps import ApiContext, ComponentHealth
@@ -29,6 +31,8 @@ PLACEHOLDERS = {
     "message_id": "1",
     "device_id": "mon-1",
     "alert_id": "a-1",
+    "request_id": "mr-1",
+    "service_id": "medhub-medication-safety-sign",
 }
 
 
@@ -51,6 +55,8 @@ def test_every_route_is_described_and_every_description_is_a_route(
         hl7_routes.router,
         device_routes.router,
         alert_routes.router,
+        cds_hooks_routes.router,
+        prescription_routes.router,
     ]
     served = {
         (route.path, method.lower())
