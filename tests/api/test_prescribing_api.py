@@ -22,6 +22,8 @@ from medhub.fhir.sql_store import SqlResourceStore
 from medhub.hl7.er7 import parse_er7
 from medhub.hl7.outbound_queue import Hl7OutboundRow
 from medhub.wiring_prescribing import prescribing_store
+from tests.hl7.test_adt_flow import adt as adt_message
+from tests.hl7.test_adt_flow import inbound_for
 
 JSON = {"Content-Type": "application/fhir+json"}
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -387,3 +389,33 @@ def test_a_draft_is_checked_but_not_sent_until_activated(
 
 def test_orders_of_an_unknown_prescription_are_404(client: TestClient) -> None:
     assert client.get("/api/v1/prescriptions/nope/orders").status_code == 404
+
+
+# -- allergies that arrived by HL7 --------------------------------------------------------
+
+
+def test_an_allergy_sent_by_hl7_al1_is_checked_by_its_severity(
+    client: TestClient, store: SqlResourceStore
+) -> None:
+    """AL1-4 SV (severe) maps to criticality high and blocks; MO to low and only warns."""
+    inbound = inbound_for(store)
+    severe = "AL1|1|DA|70618^Penicillin^RXNORM|SV|hives|20200115"
+    moderate = "AL1|1|DA|2670^Codeine^RXNORM|MO|nausea|20200115"
+    for control_id, mrn, al1 in (("A1", "HL7-1", severe), ("A2", "HL7-2", moderate)):
+        message = adt_message("A01", control_id, mrn=mrn, visit=f"V-{mrn}", extra=(al1,))
+        outcome = inbound.handle(message, "t")
+        assert outcome.ack_code in ("AA", "CA"), outcome
+    [first] = search(client, "Patient?identifier=HL7-1")
+    [second] = search(client, "Patient?identifier=HL7-2")
+
+    blocked = post(client, prescription(f"Patient/{first['id']}", AMOXICILLIN))
+    warned = post(
+        client,
+        prescription(f"Patient/{second['id']}", ("2670", "codeine")),
+        Prefer="return=OperationOutcome",
+    )
+
+    assert blocked.status_code == 409
+    assert "penicillin" in blocked.json()["issue"][0]["diagnostics"].lower()
+    assert warned.status_code == 201
+    assert any("codeine" in i["diagnostics"].lower() for i in warned.json()["issue"])
