@@ -16,12 +16,16 @@ have seen. ``type`` is the event topic (``alert.raised``, ``lab.result.critical`
 
 When the broker is unreachable the connection is dropped, the send raises
 :class:`~.event_bus.DeliveryError` (the row stays pending with the error) and
-the next send reconnects. The relay's thread owns the connection: pika's
-``BlockingConnection`` is not thread-safe.
+the next send reconnects. While the relay is idle the sink connects ahead of
+time (at start, and after a loss at most every ``idle_connect_seconds``), so
+the handshakes (TCP, AMQP, exchange declare, confirm mode: 10-20 ms measured)
+are not paid by the first alert. The relay's thread owns the connection:
+pika's ``BlockingConnection`` is not thread-safe.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Final
 
 import pika  # type: ignore[import-untyped]
@@ -36,7 +40,7 @@ DEFAULT_EXCHANGE: Final = "medhub.alerts"
 
 
 class AmqpSink:
-    """A confirmed publisher on one connection, opened on first use and after a failure."""
+    """A confirmed publisher on one connection, opened ahead of use and again after a failure."""
 
     def __init__(
         self,
@@ -45,6 +49,7 @@ class AmqpSink:
         exchange: str = DEFAULT_EXCHANGE,
         connect_timeout: float = 5.0,
         app_id: str = "medhub",
+        idle_connect_seconds: float = 5.0,
     ) -> None:
         self.parameters = pika.URLParameters(url)
         # One attempt per send: the relay's backoff, not pika's, decides when to retry.
@@ -53,8 +58,15 @@ class AmqpSink:
         self.parameters.blocked_connection_timeout = 30.0
         self.exchange = exchange
         self.app_id = app_id
+        self.idle_connect_seconds = idle_connect_seconds
+        self._idle_connect_at = float("-inf")
         self._connection: Any = None
         self._channel: Any = None
+
+    @property
+    def connected(self) -> bool:
+        """An open channel to the broker is ready for the next send."""
+        return self._channel is not None and bool(self._channel.is_open)
 
     def send(self, message: OutboxMessage) -> None:
         """Publish and wait for the broker's confirm; raise :class:`DeliveryError` otherwise."""
@@ -82,8 +94,22 @@ class AmqpSink:
             ) from exc
 
     def idle(self) -> None:
-        """Serve heartbeats and notice a dead connection while nothing is being sent."""
+        """Serve heartbeats and notice a dead connection; connect if there is none.
+
+        Connection attempts from here are spaced ``idle_connect_seconds`` apart,
+        so a broker that is down costs one attempt (and one log line) per
+        interval, not one per relay poll; a send still connects at once.
+        """
         if self._connection is None:
+            now = time.monotonic()
+            if now < self._idle_connect_at:
+                return
+            self._idle_connect_at = now + self.idle_connect_seconds
+            try:
+                self._ensure_channel()
+            except (AMQPError, OSError) as exc:
+                self._drop()
+                log.info("amqp.connect_failed", host=self.parameters.host, error=str(exc))
             return
         try:
             self._connection.process_data_events(time_limit=0)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Final, NamedTuple
 
@@ -66,6 +66,28 @@ class Decoded:
     statuses: list[DeviceStatus] = field(default_factory=list)
     alerts: list[DeviceAlert] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)
+
+
+def merge(parts: Sequence[Decoded]) -> Decoded:
+    """Several decoded batches as one, in their order, for a single store call.
+
+    Generic over the fields (lists are concatenated, per-device counts added),
+    so a field added to :class:`Decoded` cannot be dropped here by oversight.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    merged = Decoded()
+    for part in parts:
+        for item in fields(merged):
+            into, more = getattr(merged, item.name), getattr(part, item.name)
+            if isinstance(into, list):
+                into.extend(more)
+            elif isinstance(into, dict):
+                for key, count in more.items():
+                    into[key] = into.get(key, 0) + count
+            else:  # a new kind of field needs its own rule here
+                raise TypeError(f"Decoded.{item.name}: no merge rule for {type(into).__name__}")
+    return merged
 
 
 @dataclass(frozen=True, slots=True)

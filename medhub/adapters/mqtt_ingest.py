@@ -4,10 +4,10 @@ A thin shell around the pure decoders in :mod:`medhub.devices.mqtt_payload`
 (the payload format is documented there and in ``docs/devices.md``)::
 
     paho network thread      decode thread                     store thread
-    on_message -> queue -->  collect a batch (N msgs or T s)   sink.store(all samples) (1 call)
-                             decode each message        -->    alert handler; status handler
-                             (bad ones: logged, counted)       PUBACK the batch, in order
-                             (mqtt_batch.BatchDecoder)
+    on_message -> queue -->  take what has arrived (<= N msgs) take every decoded batch waiting
+                             decode each message        -->    sink.store(all samples) (1 call)
+                             (bad ones: logged, counted)       alert handler; status handler
+                             (mqtt_batch.BatchDecoder)         PUBACK the batches, in order
 
 Why it is built like this:
 
@@ -18,12 +18,17 @@ Why it is built like this:
   batch is retried with back-off; should the connection drop meanwhile, the
   broker redelivers what was not acked, and the sample store's idempotent
   write keeps a sample that arrives twice from being stored twice.
-* **Batching, pipelined.** Per-message JSON decoding and per-call store
-  overhead are the known costs (bench/device_ingest.py), so one store call
-  serves a whole batch, and the next batch is decoded while the database
-  works on the previous one (the store waits on COPY/commit/fsync with the GIL
-  released: +20-40 % measured). A lone message is not delayed more than
-  ``batch_seconds``.
+* **Batching, pipelined, without a timer (group commit).** Per-message JSON
+  decoding and per-call store overhead are the known costs
+  (bench/device_ingest.py), so one store call serves many messages, and the
+  next messages are decoded while the database works on the previous call (the
+  store waits on COPY/commit/fsync with the GIL released: +20-40 % measured).
+  The decoder takes whatever has arrived and the store thread takes every
+  batch decoded while its previous call ran, so batches grow with the load and
+  a message arriving at a quiet moment is stored at once. Holding every batch
+  open for 20 ms (``batch_seconds``, the old default) put those 20 ms on every
+  alert (bench/alert_latency.py, bench/RESULTS.md section 9); it remains an
+  option for a deployment that would rather spend fewer commits.
 * **Acks in order, on the connection they belong to.** MQTT 3.1.1 §4.6 wants
   PUBACKs in the order the PUBLISHes arrived: batches are FIFO and so are their
   acks. A packet id is only meaningful on the connection it came on: after a
@@ -45,6 +50,13 @@ Why it is built like this:
   while medhub is down; they arrive when it returns. On Mosquitto the queue is
   bounded by ``max_queued_messages`` (1000 by default): size it for the
   longest outage to be survived.
+* **Nagle at the broker.** Mosquitto sends with Nagle's algorithm unless it
+  is configured with ``set_tcp_nodelay true``: the tail of a message waits for
+  the TCP ACK of the previous data, which the kernel delays while medhub has
+  nothing to send back. PUBACKs sent as each small batch is stored carry that
+  ACK at once; with 20 ms batches a message reached ``on_message`` 6-8 ms
+  (up to 22 ms) after its publish, and 0.6 ms with ``set_tcp_nodelay true``
+  (bench/RESULTS.md section 9). Set it on a broker you run.
 """
 
 from __future__ import annotations
@@ -62,7 +74,7 @@ import structlog
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from medhub.adapters.mqtt_batch import BatchDecoder, Decoded, Inbound, RejectionStats
+from medhub.adapters.mqtt_batch import BatchDecoder, Decoded, Inbound, RejectionStats, merge
 from medhub.adapters.mqtt_connection import MqttConnection, connect_async, make_client
 from medhub.adapters.mqtt_handlers import (
     AlertsHandler,
@@ -79,6 +91,8 @@ __all__ = ["IngestOptions", "MqttIngest", "MqttIngestStats", "registry_status_ha
 log = structlog.get_logger("medhub.adapters.mqtt")
 
 _KINDS: Final = ("vitals", "status", "alerts")
+#: Decoded batches waiting for the store thread, which takes them all in one call.
+_DECODED_BATCHES: Final = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +104,8 @@ class IngestOptions:
     shared_group: str | None = None
     qos: int = 1
     batch_messages: int = 500
-    batch_seconds: float = 0.02
+    #: How long a batch waits for more messages after its first; 0: take what has arrived.
+    batch_seconds: float = 0.0
     #: Messages held (received, not yet acked); also the MQTT 5 Receive Maximum.
     queue_messages: int = 2000
     #: MQTT 3.1.1: the broker's in-flight limit (Mosquitto ``max_inflight_messages``);
@@ -158,7 +173,9 @@ class MqttIngest:
         self._closing = threading.Event()
         self._stopping = threading.Event()
         self._in_progress = 0  # batches taken from the queue and not yet acked
-        self._decoded: queue.Queue[tuple[list[Inbound], Decoded] | None] = queue.Queue(1)
+        self._decoded: queue.Queue[tuple[list[Inbound], Decoded] | None] = queue.Queue(
+            _DECODED_BATCHES
+        )
         self._threads: list[threading.Thread] = []
         self._client = make_client(connection, manual_ack=True)
         self._client.on_connect = self._on_connect
@@ -307,7 +324,8 @@ class MqttIngest:
 
         Two threads, because storing waits on the database (COPY, commit, fsync)
         with the GIL released, and decoding can use that time. The hand-over
-        queue holds one batch, so at most three batches are in memory.
+        queue holds a few batches; what the broker may send unacked (Receive
+        Maximum, or its in-flight limit) bounds the messages in memory.
         """
         while True:
             batch = self._collect()
@@ -336,7 +354,12 @@ class MqttIngest:
                     return False
 
     def _run_storer(self) -> None:
-        """Store, then ack, each decoded batch in the order received (MQTT 3.1.1 §4.6)."""
+        """Store, then ack, the decoded batches in the order received (MQTT 3.1.1 §4.6).
+
+        Every batch decoded while the previous store call ran goes into the
+        next call (up to ``batch_messages``): the group commit that makes
+        batches large under load without making anyone wait when it is quiet.
+        """
         while True:
             try:
                 item = self._decoded.get(timeout=0.1)
@@ -346,7 +369,9 @@ class MqttIngest:
                 continue
             if item is None:
                 return
-            batch, decoded = item
+            parts, last = self._waiting_batches(item)
+            batch = [message for part, _ in parts for message in part]
+            decoded = merge([part for _, part in parts])
             try:
                 if not self._deliver(decoded, batch):
                     return
@@ -356,9 +381,29 @@ class MqttIngest:
                 self.stats.samples += len(decoded.samples)
             finally:
                 with self._lock:
-                    self._in_progress -= 1
+                    self._in_progress -= len(parts)
+            if last:
+                return
+
+    def _waiting_batches(
+        self, first: tuple[list[Inbound], Decoded]
+    ) -> tuple[list[tuple[list[Inbound], Decoded]], bool]:
+        """``first`` and the decoded batches queued behind it; True if the end was among them."""
+        parts = [first]
+        messages = len(first[0])
+        while messages < self.options.batch_messages:
+            try:
+                item = self._decoded.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                return parts, True
+            parts.append(item)
+            messages += len(item[0])
+        return parts, False
 
     def _collect(self) -> list[Inbound]:
+        """The next message and what has arrived behind it (waiting ``batch_seconds`` if set)."""
         try:
             first = self._queue.get(timeout=0.1)
         except queue.Empty:

@@ -104,19 +104,42 @@ def test_the_bus_delivers_each_alert_and_empties_the_outbox(store: SqlResourceSt
     assert pending(store) == []
 
 
+class ParkedBus(InProcessBus):
+    """The in-process bus, counting the relay's idle calls: it calls idle() before it waits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.idles = 0
+
+    def idle(self) -> None:
+        self.idles += 1
+
+
+#: The relay's poll in the wake-up tests, far beyond what the tests wait for a delivery:
+#: a delivery within ``WOKEN_WITHIN`` can only have come from the alert service's notify.
+LONG_POLL = 600.0
+WOKEN_WITHIN = 30.0
+
+
 def test_the_relay_thread_wakes_on_commit(store: SqlResourceStore) -> None:
-    """The embedded default: no broker, the relay thread feeds the bus as alerts commit."""
-    bus = InProcessBus()
+    """The embedded default: no broker, the relay thread feeds the bus as alerts commit.
+
+    The relay is parked in its ten-minute poll before anything commits, so the
+    alert reaching the bus proves it was woken by the commit, not found by a poll.
+    """
+    bus = ParkedBus()
     received: list[dict[str, Any]] = []
     bus.subscribe("alerts.#", lambda message: received.append(message.body()))
-    relay = OutboxRelay(store, bus, poll=30.0)  # a long poll: only notify() can be quick
+    relay = OutboxRelay(store, bus, poll=LONG_POLL)
     alerts = AlertService(store, on_commit=relay.notify)
     relay.start()
     try:
+        wait_for(lambda: bus.idles == 1, "the relay to park in its poll")
         [alert] = alerts.apply([start("p1")])
-        wait_for(lambda: len(received) == 1, "the bus to deliver the raised alert")
+        wait_for(lambda: len(received) == 1, "the raised alert", timeout=WOKEN_WITHIN)
+        wait_for(lambda: bus.idles == 2, "the relay to park again")
         alerts.acknowledge(alert.id, by="nurse-1")
-        wait_for(lambda: len(received) == 2, "the bus to deliver the acknowledgement")
+        wait_for(lambda: len(received) == 2, "the acknowledgement", timeout=WOKEN_WITHIN)
     finally:
         relay.stop()
     assert [(b["alert_id"], b["state"]) for b in received] == [
@@ -125,6 +148,39 @@ def test_the_relay_thread_wakes_on_commit(store: SqlResourceStore) -> None:
     ]
     assert received[1]["acknowledged_by"] == "nurse-1"
     wait_for(lambda: not pending(store), "the outbox to be marked sent")
+
+
+def test_an_alert_transaction_that_rolls_back_publishes_nothing(store: SqlResourceStore) -> None:
+    """Nothing leaves before the commit: a failed transaction neither wakes nor feeds the relay."""
+    bus = ParkedBus()
+    received: list[dict[str, Any]] = []
+    bus.subscribe("#", lambda message: received.append(message.body()))
+    relay = OutboxRelay(store, bus, poll=LONG_POLL)
+    woken: list[str] = []
+
+    def notify() -> None:
+        woken.append("notify")
+        relay.notify()
+
+    def refuse(_session: Any, _alert: Any) -> None:  # e.g. the PCD-04 report cannot be queued
+        raise RuntimeError("the outbound HL7 queue refused the report")
+
+    failing = AlertService(store, on_commit=notify, on_change=refuse)
+    relay.start()
+    try:
+        wait_for(lambda: bus.idles == 1, "the relay to park in its poll")
+        with pytest.raises(RuntimeError, match="refused"):
+            failing.apply([start("p1")])
+        assert woken == [] and all_ids(store) == []
+        assert AlertService(store).open_alerts() == []
+        assert bus.idles == 1
+        # The relay is still parked and sees nothing; the next alert that commits goes at once.
+        [alert] = AlertService(store, on_commit=notify).apply([start("p2")])
+        wait_for(lambda: len(received) == 1, "the committed alert", timeout=WOKEN_WITHIN)
+    finally:
+        relay.stop()
+    assert woken == ["notify"]
+    assert [(b["alert_id"], b["patient"]) for b in received] == [(alert.id, "p2")]
 
 
 def test_a_failing_subscriber_leaves_the_row_pending_with_its_error(
@@ -219,6 +275,31 @@ def test_an_unreachable_broker_is_a_delivery_error(store: SqlResourceStore) -> N
     relay.stop()
 
 
+def test_an_idle_sink_tries_an_unreachable_broker_once_per_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    attempts: list[object] = []
+    real = pika.BlockingConnection
+
+    def counting(parameters: object) -> object:
+        attempts.append(parameters)
+        return real(parameters)
+
+    monkeypatch.setattr(pika, "BlockingConnection", counting)
+    sink = AmqpSink(f"amqp://guest:guest@127.0.0.1:{port}/%2F", idle_connect_seconds=3600)
+    sink.idle()  # refused: logged, not raised (the relay keeps polling the outbox)
+    sink.idle()
+    assert len(attempts) == 1 and not sink.connected
+    with pytest.raises(DeliveryError):  # a send does not wait for the interval
+        sink.send(OutboxMessage(1, "alert.raised", "alerts.high", "{}", T0, 1))
+    assert len(attempts) == 2
+    sink.close()
+
+
 # -- RabbitMQ ---------------------------------------------------------------------
 
 
@@ -235,6 +316,40 @@ def rabbit() -> Iterator[Any]:
     channel = connection.channel()
     yield channel
     connection.close()
+
+
+def test_the_relay_connects_to_rabbitmq_before_the_first_alert(
+    store: SqlResourceStore, rabbit: Any
+) -> None:
+    """The handshakes (TCP, AMQP, confirm mode) are done at start, not by the first alert."""
+    exchange = f"medhub.alerts.test-{uuid.uuid4().hex[:10]}"
+    rabbit.exchange_declare(exchange=exchange, exchange_type="topic", durable=True)
+    queue = rabbit.queue_declare(queue="", exclusive=True).method.queue
+    rabbit.queue_bind(queue=queue, exchange=exchange, routing_key="alerts.#")
+    connections: list[object] = []
+    real = pika.BlockingConnection
+
+    def counting(parameters: object) -> object:
+        connections.append(parameters)
+        return real(parameters)
+
+    sink = AmqpSink(f"amqp://guest:guest@{AMQP_HOST}:{AMQP_PORT}/%2F", exchange=exchange)
+    relay = OutboxRelay(store, sink, poll=LONG_POLL)
+    alerts = AlertService(store, on_commit=relay.notify)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(pika, "BlockingConnection", counting)
+            relay.start()
+            wait_for(lambda: sink.connected, "the relay to connect while idle")
+            [alert] = alerts.apply([start("p1")])
+            wait_for(lambda: not pending(store), "the alert to be confirmed", timeout=WOKEN_WITHIN)
+            relay.stop()
+        method, _properties, body = rabbit.basic_get(queue=queue, auto_ack=True)
+        assert method is not None and orjson.loads(body)["alert_id"] == alert.id
+        assert len(connections) == 1  # the alert went out on the connection opened at start
+    finally:
+        relay.stop()
+        rabbit.exchange_delete(exchange=exchange)
 
 
 def test_alerts_raised_while_rabbitmq_is_down_arrive_exactly_once(

@@ -517,6 +517,52 @@ def test_a_full_queue_pushes_back_without_losing_or_deadlocking(
     assert parts.ingest.samples_stored == 120 and consumer.stats.acks_skipped == 0
 
 
+class GatedSink:
+    """The real ingest; its first store call waits at a gate. Keeps every call's sample count."""
+
+    def __init__(self, ingest: DeviceIngest) -> None:
+        self.ingest = ingest
+        self.gate = threading.Event()
+        self.calls: list[int] = []
+
+    def store(
+        self, samples: Sequence[Sample], *, received_at: datetime, sent_at: datetime | None = None
+    ) -> None:
+        self.calls.append(len(samples))
+        if len(self.calls) == 1:
+            self.gate.wait(WAIT)
+        self.ingest.store(samples, received_at=received_at, sent_at=sent_at)
+
+
+def waiting_for_the_store(consumer: MqttIngest) -> int:
+    """Messages decoded and handed over, not yet taken by the store thread (a test's peek)."""
+    return sum(len(item[0]) for item in list(consumer._decoded.queue) if item is not None)
+
+
+def test_what_arrives_while_a_batch_is_stored_goes_into_the_next_store_call(
+    consumers: Consumers, parts: Parts, uid: str, publisher: Publisher
+) -> None:
+    """Group commit with no batch timer: a lone message is stored at once, never alone under load.
+
+    The first message is stored by itself (nothing waited for company); the five
+    that arrive while its store call runs are stored together in the next one.
+    """
+    device = f"t{uid}-j"
+    sink = GatedSink(parts.ingest)
+    consumer = consumers.start(f"medhub-test-{uid}", sink, options=IngestOptions())
+    assert consumer.options.batch_seconds == 0
+    publisher.send(f"devices/{device}/vitals", hr_message(T0, 1))
+    wait_until(lambda: len(sink.calls) == 1, "the first store call")
+    for i in range(1, 6):
+        publisher.send(f"devices/{device}/vitals", hr_message(T0 + timedelta(minutes=i), 2))
+    wait_until(lambda: waiting_for_the_store(consumer) == 5, "five messages decoded behind it")
+    sink.gate.set()
+    wait_until(lambda: len(stored(parts, device)) == 11, "11 samples stored")
+    wait_until(lambda: consumer.stats.messages == 6, "6 messages acked")
+    assert sink.calls == [1, 10]
+    assert consumer.stats.batches == 2
+
+
 def test_what_arrives_while_medhub_is_stopped_is_delivered_when_it_returns(
     consumers: Consumers, parts: Parts, uid: str, publisher: Publisher
 ) -> None:
