@@ -10,6 +10,11 @@ acknowledged, escalated, resolved) is also queued as an IHE PCD-04 ORU^R40
 destination, in the change's own transaction (:class:`Pcd04Reporter`, the
 alert service's ``on_change`` hook), so the report exists exactly when the
 change does; the destination's MLLP sender delivers it and checks the ACK.
+
+An acknowledgement (the alerts API) is passed on to the watch, which marks the
+alarm acknowledged in the running detector (``MEDHUB_ALERTS__ACK_SILENCE_SECONDS``).
+NEWS2 alerts come from :class:`~medhub.cds.news2_alerts.News2Watch`, re-scoring
+the patients whose vitals changed on the same periodic checks.
 """
 
 from __future__ import annotations
@@ -31,8 +36,11 @@ from medhub.adapters.event_bus import InProcessBus, OutboxRelay, Sink, purge_sen
 from medhub.cds.alarm_codes import Condition, Priority
 from medhub.cds.alert_store import AlertService
 from medhub.cds.alerts import Alert
+from medhub.cds.news2_alerts import News2Watch
+from medhub.cds.news2_service import News2Service
 from medhub.cds.vital_watch import VitalWatch
 from medhub.clinical.identifiers import LOCAL_AUTHORITY_PREFIX, V2_0203
+from medhub.clinical.resources import validate_resource
 from medhub.clinical.vital_codes import device_vital
 from medhub.config import Settings
 from medhub.errors import ConfigurationError, GoneError, MedhubError, NotFoundError
@@ -56,6 +64,7 @@ from medhub.hl7.pcd04_builder import (
     CodedTerm,
     build_pcd04_oru,
 )
+from medhub.timeseries.sample_store import SampleStore
 
 log = structlog.get_logger(__name__)
 
@@ -71,9 +80,13 @@ class AlertComponents:
     escalate_after: timedelta
     check_every: float
     keep_sent: timedelta
+    news2: News2Watch | None = None
+    #: NEWS2 for the API (also there when NEWS2 alerts are switched off).
+    scorer: News2Service | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def start(self) -> None:
+        warm_alert_resources()
         self.relay.start()
         self._tasks.append(asyncio.create_task(self._checks(), name="alert-checks"))
 
@@ -96,6 +109,8 @@ class AlertComponents:
                     self.service.escalate_due, now=now, after=self.escalate_after
                 )
                 await asyncio.to_thread(self._purge, now - self.keep_sent)
+                if self.news2 is not None:
+                    await asyncio.to_thread(self.news2.run_due, now)
             except Exception as exc:  # the store may be down; the next round retries
                 log.warning("alerts.checks_failed", reason=str(exc))
             await asyncio.sleep(self.check_every)
@@ -105,7 +120,60 @@ class AlertComponents:
             purge_sent(session, before=before)
 
 
-def build_alerts(settings: Settings, store: SqlResourceStore) -> AlertComponents:
+#: Shaped like the resources an alert writes (:mod:`medhub.cds.alert_resources`).
+_WARM_UP_RESOURCES: Final = (
+    {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}], "text": "hr"},
+        "effectiveDateTime": "2026-01-01T00:00:00Z",
+        "device": {"display": "warm-up"},
+        "subject": {"reference": "Patient/warm-up"},
+        "valueQuantity": {
+            "value": 170.0,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
+        "interpretation": [{"coding": [{"system": "urn:warm-up", "code": "HH"}]}],
+    },
+    {
+        "resourceType": "Flag",
+        "status": "active",
+        "category": [{"coding": [{"system": "urn:warm-up", "code": "clinical"}]}],
+        "code": {"coding": [{"system": "urn:warm-up", "code": "high"}], "text": "warm-up"},
+        "subject": {"reference": "Patient/warm-up"},
+        "period": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:01:00Z"},
+    },
+)
+
+
+def warm_alert_resources() -> None:
+    """Validate an Observation and a Flag like an alert's once, at start, before any alert.
+
+    ``fhir.resources`` imports a resource's model module and builds its pydantic
+    schema on first use, and :mod:`medhub.clinical.json_kinds` caches its element
+    tables per class on first use: the first alert after a start paid 30-70 ms
+    for that inside its transaction (bench/alert_latency.py, where that first
+    probe was the slowest of the run). Nothing is stored.
+    """
+    for resource in _WARM_UP_RESOURCES:
+        validate_resource(resource)
+
+
+def build_alerts(
+    settings: Settings, store: SqlResourceStore, samples: SampleStore | None = None
+) -> AlertComponents:
     bus = None
     sink: Sink
     if settings.amqp_url is not None:
@@ -114,14 +182,22 @@ def build_alerts(settings: Settings, store: SqlResourceStore) -> AlertComponents
         bus = sink = InProcessBus()
     relay = OutboxRelay(store, sink)
     service = AlertService(store, on_commit=relay.notify, on_change=pcd04_reporter(settings))
+    watch = VitalWatch(service, ack_silence=timedelta(seconds=settings.alerts.ack_silence_seconds))
+    service.acknowledge_listeners.append(watch.acknowledged)
+    scorer = News2Service(store, samples, max_age=timedelta(seconds=settings.news2.max_age_seconds))
+    news2 = None
+    if settings.news2.alerts:
+        news2 = News2Watch(scorer, service, every=timedelta(seconds=settings.news2.every_seconds))
     return AlertComponents(
         service,
         relay,
         bus,
-        VitalWatch(service),
+        watch,
         timedelta(seconds=settings.alerts.escalate_after_seconds),
         settings.alerts.check_seconds,
         timedelta(days=settings.alerts.keep_sent_days),
+        news2,
+        scorer,
     )
 
 
@@ -169,6 +245,16 @@ def _changed_at(alert: Alert) -> datetime:
     return moments.get(alert.state) or alert.raised_at
 
 
+_TECHNICAL: Final = (Condition.SIGNAL_LOST, Condition.DEVICE_TECHNICAL)
+
+
+def _event(alert: Alert) -> CodedTerm:
+    """OBX-3 of the alert: a device's own numeric MDC event code when it sent one."""
+    if alert.event_code is not None and alert.event_code.isdigit():
+        return CodedTerm(alert.event_code, alert.alarm_code or alert.event_code)
+    return _EVENT.get(alert.condition, MDC_EVT_ALARM)
+
+
 def alert_report(alert: Alert, patient: PcdPatient) -> AlertReport:
     """What a PCD-04 says about ``alert`` in its current state.
 
@@ -194,9 +280,9 @@ def alert_report(alert: Alert, patient: PcdPatient) -> AlertReport:
         state="inactive" if resolved else "active",
         inactivation="enabled" if alert.acknowledged_at is None else "alert-acknowledged",
         priority=_PRIORITY[alert.priority],
-        kind="ST" if alert.condition is Condition.SIGNAL_LOST else "SP",
-        event=_EVENT.get(alert.condition, MDC_EVT_ALARM),
-        text=f"{alert.vital} {alert.condition.name.lower().replace('_', ' ')}",
+        kind="ST" if alert.condition in _TECHNICAL else "SP",
+        event=_event(alert),
+        text=alert.text or f"{alert.vital} {alert.condition.name.lower().replace('_', ' ')}",
         source=source,
         value=_finite(alert.resolved_value if resolved else alert.value),
         unit=alert.unit,

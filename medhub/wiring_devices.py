@@ -16,9 +16,10 @@ import structlog
 
 from medhub.adapters.modbus_poller import ModbusDevice, ModbusPoller
 from medhub.adapters.mqtt_connection import MqttTls, parse_mqtt_url
-from medhub.adapters.mqtt_handlers import registry_status_handler
+from medhub.adapters.mqtt_handlers import AlertsHandler, log_alerts, registry_status_handler
 from medhub.adapters.mqtt_ingest import IngestOptions, MqttIngest
 from medhub.adapters.serial_reader import SerialReader, pyserial_opener
+from medhub.cds.alert_store import AlertService
 from medhub.config import Settings
 from medhub.db.engine import make_engine
 from medhub.devices.ingest import DeviceIngest
@@ -30,6 +31,7 @@ from medhub.fhir.sql_store import SqlResourceStore
 from medhub.timeseries.sample_store import SampleStore
 from medhub.timeseries.schema import migrate
 from medhub.timeseries.spool import SpoolingWriter
+from medhub.wiring_device_alarms import DeviceAlarmHandler
 
 log = structlog.get_logger(__name__)
 
@@ -91,8 +93,20 @@ class DeviceComponents:
             await asyncio.sleep(3600)
 
 
-def build_devices(settings: Settings, store: SqlResourceStore) -> DeviceComponents:
-    samples = SampleStore(make_engine(settings.sample_store_url()))
+def sample_store(settings: Settings) -> SampleStore:
+    """The time-series store (its own engine: it may be another database than the resources)."""
+    return SampleStore(make_engine(settings.sample_store_url()))
+
+
+def build_devices(
+    settings: Settings,
+    store: SqlResourceStore,
+    *,
+    samples: SampleStore | None = None,
+    alerts: AlertService | None = None,
+) -> DeviceComponents:
+    """Device ingest and its transports; ``alerts`` takes the alarms devices send over MQTT."""
+    samples = samples or sample_store(settings)
     spool = None
     writer: SampleStore | SpoolingWriter = samples
     if settings.devices.spool_path is not None:
@@ -138,13 +152,20 @@ def build_devices(settings: Settings, store: SqlResourceStore) -> DeviceComponen
                 name=f"serial {port.url}",
             )
         )
-    mqtt = _mqtt(settings, ingest, registry) if settings.mqtt_url is not None else None
+    on_alerts: AlertsHandler = log_alerts
+    if alerts is not None and settings.alerts.device_alarms:
+        on_alerts = DeviceAlarmHandler(alerts, ingest)
+    mqtt = None
+    if settings.mqtt_url is not None:
+        mqtt = _mqtt(settings, ingest, registry, on_alerts)
     return DeviceComponents(
         samples, registry, ingest, spool, modbus, serial, mqtt, settings.devices.retention_days
     )
 
 
-def _mqtt(settings: Settings, ingest: DeviceIngest, registry: DeviceRegistry) -> MqttIngest:
+def _mqtt(
+    settings: Settings, ingest: DeviceIngest, registry: DeviceRegistry, on_alerts: AlertsHandler
+) -> MqttIngest:
     assert settings.mqtt_url is not None
     options = settings.mqtt
     tls = None
@@ -175,4 +196,5 @@ def _mqtt(settings: Settings, ingest: DeviceIngest, registry: DeviceRegistry) ->
         ),
         rejections=ingest,
         on_status=registry_status_handler(registry),
+        on_alerts=on_alerts,
     )

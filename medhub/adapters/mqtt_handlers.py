@@ -60,14 +60,19 @@ def registry_status_handler(registry: StateRecorder) -> StatusHandler:
 
 
 def log_alerts(alerts: Sequence[DeviceAlert]) -> None:
-    """The default alerts handler until the alerting pipeline takes device alarms."""
+    """Device alarms logged only: the handler when they are not turned into alerts.
+
+    ``medhub serve`` wires :class:`medhub.wiring_device_alarms.DeviceAlarmHandler`
+    instead (``MEDHUB_ALERTS__DEVICE_ALARMS``, on by default).
+    """
     for alert in alerts:
         log.info(
             "mqtt.device_alert",
             device=alert.device_id,
             code=alert.code,
             priority=alert.priority,
-            active=alert.active,
+            phase=alert.phase,
+            alarm=alert.identity,
             vital=alert.vital,
             text=alert.text[:200],
         )

@@ -1,14 +1,17 @@
 """Alerts in SQL, their FHIR resources, and their events, committed together.
 
-:class:`AlertService` turns the detector's alarm edges into stored alerts. One
-batch of events is one transaction, in which each change writes
+:class:`AlertService` turns alarm edges (the detector's, NEWS2's and a
+device's own, :mod:`medhub.cds.alert_edges`) into stored alerts. One batch of
+edges is one transaction, in which each change writes
 
-* the ``alert`` row (the lifecycle of :mod:`medhub.cds.alerts`),
-* FHIR resources through :class:`~medhub.fhir.sql_store.SqlResources`: an
-  Observation of the triggering value and, when the patient is known, a Flag
-  (FHIR R4 flag.html: ``active`` while the alert is open, ``inactive`` with
-  ``period.end`` once resolved; a Flag's subject cannot be a Device, so an
-  alert from a device bound to nobody has the Observation only),
+* the ``alert`` row (the lifecycle of :mod:`medhub.cds.alerts`; the table is
+  :mod:`medhub.cds.alert_rows`),
+* FHIR resources through :class:`~medhub.fhir.sql_store.SqlResources`
+  (:mod:`medhub.cds.alert_resources`): an Observation of the triggering value
+  (or the one the edge brings: NEWS2's score) and, when the patient is known,
+  a Flag (FHIR R4 flag.html: ``active`` while the alert is open, ``inactive``
+  with ``period.end`` once resolved; a Flag's subject cannot be a Device, so
+  an alert from a device bound to nobody has the Observation only),
 * a :class:`~medhub.db.outbox.DomainEvent` in the transactional outbox,
 
 so an alert exists exactly when its event will be published, even if the
@@ -16,218 +19,53 @@ broker is down at that moment (DESIGN.md, "Reliability rules").
 
 A START for a stream and condition that already has an open alert raises
 nothing new: the detector restarts after a process restart, and a
-re-raised alarm would page the nurse twice for one condition.
+re-raised alarm would page the nurse twice for one condition. A device's own
+alarm is matched on the device's id of it instead; a START of it that was
+already stored (a redelivered MQTT message, even after its END) is not
+raised again either.
 """
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
-from sqlalchemy import Float, Index, Integer, String, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from medhub.cds import alerts as lifecycle
-from medhub.cds.alarm_codes import Condition, Priority, Transition
+from medhub.cds.alarm_codes import DETECTOR_CONDITIONS, Transition
+from medhub.cds.alert_edges import AlertEdge, StreamSource, edge_of
+from medhub.cds.alert_resources import alert_event as alert_event
+from medhub.cds.alert_resources import alert_payload as alert_payload
+from medhub.cds.alert_resources import flag_resource, observation_resource
+from medhub.cds.alert_rows import AlertRow as AlertRow
+from medhub.cds.alert_rows import finite, new_row, store_state, view
 from medhub.cds.alerts import OPEN_STATES, Alert, AlertState
-from medhub.clinical.vital_codes import UCUM_SYSTEM, device_vital, vital_signs_category
-from medhub.db.base import MYSQL_TABLE_OPTIONS, Base, UtcDateTime
-from medhub.db.outbox import DomainEvent, SqlEventOutbox
+from medhub.clinical.vital_codes import device_vital
+from medhub.db.outbox import SqlEventOutbox
 from medhub.errors import NotFoundError
 from medhub.fhir.sql_store import SqlResources, SqlResourceStore
-from medhub.fhir.store import format_instant
 from medhub.fhir.write_rules import utc_now
 
 if TYPE_CHECKING:  # the detector pulls in numba, which migrations need not load
-    from medhub.cds.detector import AlarmEvent, StreamKey
+    from medhub.cds.detector import AlarmEvent
 
-#: Code system of the alert conditions in ``Flag.code`` (medhub's own, lower-case names).
-CONDITION_SYSTEM: Final = "urn:medhub:alert-condition"
-FLAG_CATEGORY_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/flag-category"
-INTERPRETATION_SYSTEM: Final = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
-#: The v3 ObservationInterpretation code of each limit condition (rate and signal lost have none).
-_INTERPRETATION: Final[dict[Condition, str]] = {
-    Condition.LOW: "L",
-    Condition.HIGH: "H",
-    Condition.CRITICAL_LOW: "LL",
-    Condition.CRITICAL_HIGH: "HH",
-}
+log = structlog.get_logger(__name__)
 
-#: Who a stream's samples are about when its key does not say (device binding at that time).
-PatientLookup = Callable[["StreamKey", datetime], "str | None"]
+#: Who a stream's samples are about when it does not say (device binding at that time).
+PatientLookup = Callable[[StreamSource, datetime], "str | None"]
 #: Told of every alert change inside its transaction (e.g. to queue an HL7 PCD-04 report).
 AlertChangeHook = Callable[[Session, Alert], None]
-
-
-class AlertRow(Base):
-    __tablename__ = "alert"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    patient_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    device_id: Mapped[str] = mapped_column(String(64))
-    channel: Mapped[str] = mapped_column(String(64))
-    vital: Mapped[str] = mapped_column(String(64))
-    condition: Mapped[int] = mapped_column(Integer)
-    priority: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16))
-    #: NULL for "signal lost" (the detector's NaN: MariaDB cannot store NaN).
-    value: Mapped[float | None] = mapped_column(Float, nullable=True)
-    limit_value: Mapped[float | None] = mapped_column(Float, nullable=True)
-    unit: Mapped[str] = mapped_column(String(32))
-    raised_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    acknowledged_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    escalated_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
-    resolved_value: Mapped[float | None] = mapped_column(Float, nullable=True)
-    flag_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    observation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
-
-    __table_args__ = (
-        # The duplicate check: the open alert of one stream and condition.
-        Index("ix_alert_stream", "device_id", "vital", "condition", "state"),
-        Index("ix_alert_patient", "patient_id", "state"),
-        # Escalation: raised alerts, oldest first.
-        Index("ix_alert_state_raised", "state", "raised_at"),
-        MYSQL_TABLE_OPTIONS,
-    )
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or math.isnan(value) or math.isinf(value) else value
-
-
-def _view(row: AlertRow) -> Alert:
-    state: AlertState = row.state  # type: ignore[assignment]
-    return Alert(
-        id=row.id,
-        patient_id=row.patient_id,
-        device_id=row.device_id,
-        channel=row.channel,
-        vital=row.vital,
-        condition=Condition(row.condition),
-        priority=Priority(row.priority),
-        state=state,
-        value=math.nan if row.value is None else row.value,
-        limit=math.nan if row.limit_value is None else row.limit_value,
-        unit=row.unit,
-        raised_at=row.raised_at,
-        acknowledged_at=row.acknowledged_at,
-        acknowledged_by=row.acknowledged_by,
-        escalated_at=row.escalated_at,
-        resolved_at=row.resolved_at,
-        resolved_value=row.resolved_value,
-        flag_id=row.flag_id,
-        observation_id=row.observation_id,
-    )
-
-
-def _store(row: AlertRow, alert: Alert) -> None:
-    row.state = alert.state
-    row.acknowledged_at, row.acknowledged_by = alert.acknowledged_at, alert.acknowledged_by
-    row.escalated_at, row.resolved_at = alert.escalated_at, alert.resolved_at
-    row.resolved_value = _finite(alert.resolved_value)
-
-
-def _instant(moment: datetime | None) -> str | None:
-    return None if moment is None else format_instant(moment)
-
-
-def alert_payload(alert: Alert) -> dict[str, Any]:
-    """The JSON body published for an alert change (the same for RabbitMQ and the bus)."""
-    return {
-        "alert_id": alert.id,
-        "state": alert.state,
-        "patient": alert.patient_id,
-        "device": alert.device_id,
-        "channel": alert.channel,
-        "vital": alert.vital,
-        "condition": alert.condition.name.lower(),
-        "severity": alert.severity,
-        "value": _finite(alert.value),
-        "limit": _finite(alert.limit),
-        "unit": alert.unit,
-        "raised_at": _instant(alert.raised_at),
-        "acknowledged_at": _instant(alert.acknowledged_at),
-        "acknowledged_by": alert.acknowledged_by,
-        "escalated_at": _instant(alert.escalated_at),
-        "resolved_at": _instant(alert.resolved_at),
-        "resolved_value": _finite(alert.resolved_value),
-        "flag": None if alert.flag_id is None else f"Flag/{alert.flag_id}",
-        "observation": None
-        if alert.observation_id is None
-        else f"Observation/{alert.observation_id}",
-    }
-
-
-def alert_event(alert: Alert) -> DomainEvent:
-    """Topic ``alert.<state>``; routing key ``alerts.<severity>.<vital>.<unit>``."""
-    return DomainEvent(
-        topic=f"alert.{alert.state}", routing_key=alert.routing_key, payload=alert_payload(alert)
-    )
-
-
-def _describe(alert: Alert) -> str:
-    what = alert.condition.name.lower().replace("_", " ")
-    if alert.condition is Condition.SIGNAL_LOST:
-        return f"{alert.vital}: signal lost"
-    return f"{alert.vital} {what}: {alert.value:g} {alert.unit} (limit {alert.limit:g})"
-
-
-def observation_resource(alert: Alert) -> dict[str, Any]:
-    """The triggering value as a vital-signs Observation (LOINC code, UCUM quantity)."""
-    vital = device_vital(alert.vital)
-    code: dict[str, Any] = {"text": alert.vital}
-    if vital is not None and vital.loinc:
-        code["coding"] = vital.loinc_codings()
-    resource: dict[str, Any] = {
-        "resourceType": "Observation",
-        "status": "final",
-        "category": [vital_signs_category()],
-        "code": code,
-        "effectiveDateTime": format_instant(alert.raised_at),
-        "device": {"display": alert.device_id},
-    }
-    if alert.patient_id is not None:
-        resource["subject"] = {"reference": f"Patient/{alert.patient_id}"}
-    value = _finite(alert.value)
-    if value is None:
-        resource["dataAbsentReason"] = {"text": "signal lost"}
-    else:
-        resource["valueQuantity"] = {
-            "value": value,
-            "unit": alert.unit,
-            "system": UCUM_SYSTEM,
-            "code": alert.unit,
-        }
-    interpretation = _INTERPRETATION.get(alert.condition)
-    if interpretation is not None:
-        resource["interpretation"] = [
-            {"coding": [{"system": INTERPRETATION_SYSTEM, "code": interpretation}]}
-        ]
-    return resource
-
-
-def flag_resource(alert: Alert) -> dict[str, Any]:
-    """The alert as a Flag on the patient: active while open, inactive once resolved."""
-    period = {"start": format_instant(alert.raised_at)}
-    if alert.resolved_at is not None:
-        period["end"] = format_instant(alert.resolved_at)
-    return {
-        "resourceType": "Flag",
-        "status": "inactive" if alert.state == "resolved" else "active",
-        "category": [{"coding": [{"system": FLAG_CATEGORY_SYSTEM, "code": "clinical"}]}],
-        "code": {
-            "coding": [{"system": CONDITION_SYSTEM, "code": alert.condition.name.lower()}],
-            "text": _describe(alert),
-        },
-        "subject": {"reference": f"Patient/{alert.patient_id}"},
-        "period": period,
-    }
+#: Told of a first acknowledgement after it committed (the detector, so it stops re-paging).
+AcknowledgeListener = Callable[[Alert], object]
+#: Told of the alerts a transaction changed, after it committed (the live dashboards).
+ChangeListener = Callable[[Sequence[Alert]], None]
+_LISTENER_FAILED: Final = "alerts.acknowledge_listener_failed"
 
 
 class AlertService:
@@ -239,6 +77,11 @@ class AlertService:
     event's time); it may read the database. ``on_change`` is called with the
     session and the changed alert inside the transaction of every change, after
     its outbox event: what it writes commits, or rolls back, with the alert.
+    ``acknowledge_listeners`` are called after an acknowledgement committed
+    (wiring registers the vital-sign watch there: the API must not reach into
+    the detector). ``change_listeners`` get every committed batch of changed
+    alerts (raised, acknowledged, escalated, resolved): the live dashboards,
+    which must never see an alert that then rolled back.
 
     :meth:`apply` may be retried with the same batch after a failure (the
     store was down): a START already stored is a duplicate and an END of a
@@ -259,24 +102,27 @@ class AlertService:
         self._clock = clock
         self._on_commit = on_commit
         self._on_change = on_change
+        self.acknowledge_listeners: list[AcknowledgeListener] = []
+        self.change_listeners: list[ChangeListener] = []
 
-    def apply(self, events: Sequence[AlarmEvent]) -> list[Alert]:
+    def apply(self, events: Sequence[AlarmEvent | AlertEdge]) -> list[Alert]:
         """Raise alerts for STARTs, resolve them for ENDs; returns the alerts that changed."""
         if not events:
             return []
+        edges = [e if isinstance(e, AlertEdge) else edge_of(e) for e in events]
         changed: list[Alert] = []
         now = self._clock()
         # Looked up before the transaction: the lookup reads the database on its own
         # session, which on SQLite would wait for this transaction's write lock.
-        patients = [self._patient(event) for event in events]
+        patients = [self._patient(edge) for edge in edges]
         with self.store.session() as session:
             resources = SqlResources(session, clock=self._clock)
             outbox = SqlEventOutbox(session)
-            for event, patient in zip(events, patients, strict=True):
-                if event.transition is Transition.START:
-                    alert = self._raise(session, resources, event, patient)
+            for edge, patient in zip(edges, patients, strict=True):
+                if edge.transition is Transition.START:
+                    alert = self._raise(session, resources, edge, patient)
                 else:
-                    alert = self._resolve(session, resources, event, patient)
+                    alert = self._resolve(session, resources, edge, patient)
                 if alert is not None:
                     outbox.enqueue(alert_event(alert), now=now)
                     self._tell(session, alert)
@@ -289,13 +135,19 @@ class AlertService:
         moment = self._clock() if now is None else now
         with self.store.session() as session:
             row = self._row(session, alert_id)
-            before = _view(row)
+            before = view(row)
             alert = lifecycle.acknowledge(before, by=by, now=moment)
             if alert != before:
-                _store(row, alert)
+                store_state(row, alert)
                 SqlEventOutbox(session).enqueue(alert_event(alert), now=moment)
                 self._tell(session, alert)
-        self._committed([alert] if alert != before else [])
+        if alert != before:
+            self._committed([alert])
+            for listener in self.acknowledge_listeners:
+                try:
+                    listener(alert)
+                except Exception:  # the acknowledgement is stored; the detector is told best-effort
+                    log.exception(_LISTENER_FAILED, alert=alert.id, listener=repr(listener))
         return alert
 
     def escalate_due(self, *, now: datetime, after: timedelta) -> list[Alert]:
@@ -314,8 +166,8 @@ class AlertService:
             ).all()
             outbox = SqlEventOutbox(session)
             for row in rows:
-                alert = lifecycle.escalate(_view(row), now=now)
-                _store(row, alert)
+                alert = lifecycle.escalate(view(row), now=now)
+                store_state(row, alert)
                 outbox.enqueue(alert_event(alert), now=now)
                 self._tell(session, alert)
                 escalated.append(alert)
@@ -324,7 +176,7 @@ class AlertService:
 
     def get(self, alert_id: str) -> Alert:
         with self.store.session() as session:
-            return _view(self._row(session, alert_id))
+            return view(self._row(session, alert_id))
 
     def list_alerts(
         self,
@@ -339,7 +191,7 @@ class AlertService:
             query = query.where(AlertRow.patient_id == patient_id)
         query = query.order_by(AlertRow.raised_at.desc()).limit(limit)
         with self.store.session() as session:
-            return [_view(row) for row in session.scalars(query)]
+            return [view(row) for row in session.scalars(query)]
 
     def open_alerts(self, *, patient_id: str | None = None) -> list[Alert]:
         """Open alerts (raised, acknowledged, escalated), oldest first."""
@@ -347,7 +199,7 @@ class AlertService:
         if patient_id is not None:
             query = query.where(AlertRow.patient_id == patient_id)
         with self.store.session() as session:
-            return [_view(row) for row in session.scalars(query.order_by(AlertRow.raised_at))]
+            return [view(row) for row in session.scalars(query.order_by(AlertRow.raised_at))]
 
     # -- inside the transaction ------------------------------------------------
 
@@ -358,6 +210,11 @@ class AlertService:
     def _committed(self, changed: Sequence[Alert]) -> None:
         if self._on_commit is not None and changed:
             self._on_commit()
+        for listener in self.change_listeners if changed else ():
+            try:
+                listener(changed)
+            except Exception:  # the change is committed; telling the dashboards is best-effort
+                log.exception("alerts.change_listener_failed", listener=repr(listener))
 
     def _row(self, session: Session, alert_id: str) -> AlertRow:
         row = session.get(AlertRow, alert_id, with_for_update=True)
@@ -365,79 +222,90 @@ class AlertService:
             raise NotFoundError(f"no alert {alert_id}")
         return row
 
-    def _patient(self, event: AlarmEvent) -> str | None:
-        if event.key.patient_id is not None or self._patient_for is None:
-            return event.key.patient_id
-        return self._patient_for(event.key, event.time)
+    def _patient(self, edge: AlertEdge) -> str | None:
+        if edge.patient_id is not None or self._patient_for is None:
+            return edge.patient_id
+        return self._patient_for(edge.stream or edge, edge.time)
 
-    def _open_row(
-        self, session: Session, event: AlarmEvent, patient: str | None
-    ) -> AlertRow | None:
-        key = event.key
-        query = select(AlertRow).where(
-            AlertRow.device_id == key.device_id,
-            AlertRow.vital == key.vital,
-            AlertRow.condition == int(event.condition),
-            AlertRow.channel == key.channel,
-            AlertRow.state.in_(OPEN_STATES),
-            AlertRow.patient_id.is_(None) if patient is None else AlertRow.patient_id == patient,
-        )
+    def _open_row(self, session: Session, edge: AlertEdge, patient: str | None) -> AlertRow | None:
+        if edge.source_alarm is not None:  # a device's own alarm: its id names it
+            query = select(AlertRow).where(
+                AlertRow.device_id == edge.device_id,
+                AlertRow.source_alarm_id == edge.source_alarm,
+                AlertRow.state.in_(OPEN_STATES),
+            )
+        else:
+            query = select(AlertRow).where(
+                AlertRow.device_id == edge.device_id,
+                AlertRow.vital == edge.vital,
+                AlertRow.condition == int(edge.condition),
+                AlertRow.channel == edge.channel,
+                AlertRow.state.in_(OPEN_STATES),
+                AlertRow.patient_id.is_(None)
+                if patient is None
+                else AlertRow.patient_id == patient,
+            )
         return session.scalars(query.order_by(AlertRow.raised_at).limit(1)).first()
 
+    def _replayed(self, session: Session, edge: AlertEdge) -> bool:
+        """A device alarm's START stored before (open or not): a redelivered message."""
+        query = select(AlertRow.id).where(
+            AlertRow.device_id == edge.device_id,
+            AlertRow.source_alarm_id == edge.source_alarm,
+            AlertRow.raised_at == edge.time,
+        )
+        return session.scalars(query.limit(1)).first() is not None
+
     def _raise(
-        self, session: Session, resources: SqlResources, event: AlarmEvent, patient: str | None
+        self, session: Session, resources: SqlResources, edge: AlertEdge, patient: str | None
     ) -> Alert | None:
-        if self._open_row(session, event, patient) is not None:
+        if self._open_row(session, edge, patient) is not None:
             return None
-        vital = device_vital(event.key.vital)
+        if edge.source_alarm is not None and self._replayed(session, edge):
+            return None
+        vital = device_vital(edge.vital)
+        unit = edge.unit if edge.unit is not None else (vital.ucum if vital is not None else "")
         alert = Alert(
             id=str(uuid.uuid4()),
             patient_id=patient,
-            device_id=event.key.device_id,
-            channel=event.key.channel,
-            vital=event.key.vital,
-            condition=event.condition,
-            priority=event.priority,
+            device_id=edge.device_id,
+            channel=edge.channel,
+            vital=edge.vital,
+            condition=edge.condition,
+            priority=edge.priority,
             state="raised",
-            value=event.value,
-            limit=event.limit,
-            unit=vital.ucum if vital is not None else "",
-            raised_at=event.time,
+            value=edge.value,
+            limit=edge.limit,
+            unit=unit,
+            raised_at=edge.time,
+            source_alarm=edge.source_alarm,
+            alarm_code=edge.alarm_code,
+            event_code=edge.event_code,
+            text=edge.text,
         )
-        observation = resources.create(observation_resource(alert))
+        observation_id = None
+        if edge.observation is not None:
+            observation_id = resources.create(dict(edge.observation)).id
+        elif edge.condition in DETECTOR_CONDITIONS or (
+            vital is not None and finite(edge.value) is not None
+        ):
+            observation_id = resources.create(observation_resource(alert)).id
         flag_id = None
         if patient is not None:
             flag_id = resources.create(flag_resource(alert)).id
-        stored = replace(alert, flag_id=flag_id, observation_id=observation.id)
-        session.add(
-            AlertRow(
-                id=stored.id,
-                patient_id=stored.patient_id,
-                device_id=stored.device_id,
-                channel=stored.channel,
-                vital=stored.vital,
-                condition=int(stored.condition),
-                priority=int(stored.priority),
-                state=stored.state,
-                value=_finite(stored.value),
-                limit_value=_finite(stored.limit),
-                unit=stored.unit,
-                raised_at=stored.raised_at,
-                flag_id=stored.flag_id,
-                observation_id=stored.observation_id,
-            )
-        )
+        stored = replace(alert, flag_id=flag_id, observation_id=observation_id)
+        session.add(new_row(stored))
         session.flush()
         return stored
 
     def _resolve(
-        self, session: Session, resources: SqlResources, event: AlarmEvent, patient: str | None
+        self, session: Session, resources: SqlResources, edge: AlertEdge, patient: str | None
     ) -> Alert | None:
-        row = self._open_row(session, event, patient)
+        row = self._open_row(session, edge, patient)
         if row is None:
             return None  # its START was a duplicate, or it was never stored (nothing to end)
-        alert = lifecycle.resolve(_view(row), now=event.time, value=_finite(event.value))
-        _store(row, alert)
+        alert = lifecycle.resolve(view(row), now=edge.time, value=finite(edge.value))
+        store_state(row, alert)
         if alert.flag_id is not None:
             resources.update("Flag", alert.flag_id, {**flag_resource(alert), "id": alert.flag_id})
         session.flush()

@@ -62,6 +62,13 @@ class Alert:
     resolved_value: float | None = None
     flag_id: str | None = None
     observation_id: str | None = None
+    #: A device's own alarm: its id on the device (start and end carry the same one).
+    source_alarm: str | None = None
+    #: A device's own alarm: the device's alarm code, and its IEEE 11073-10101 event code.
+    alarm_code: str | None = None
+    event_code: str | None = None
+    #: What the source says about it (a device's alarm text, the NEWS2 summary).
+    text: str | None = None
 
     @property
     def severity(self) -> Severity:

@@ -8,18 +8,27 @@ device's overrides; the detector's START/END transitions become alerts
 events in one transaction. If that transaction fails (the database is down),
 the transitions are kept and applied with the next batch or tick, so an alarm
 that started while the store was away is not lost.
+
+Acknowledgements flow back: wiring registers :meth:`VitalWatch.acknowledged`
+with the alert service, so an alert acknowledged in the API marks its alarm
+acknowledged in the running detector (:meth:`Detector.acknowledge`), and the
+:class:`~medhub.cds.ack_latch.AckLatch` keeps that acknowledged alarm from
+paging again while it flaps across its limit (``ack_silence``).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import structlog
 
+from medhub.cds.ack_latch import AckLatch
+from medhub.cds.alarm_codes import DETECTOR_CONDITIONS
 from medhub.cds.alert_store import AlertService
-from medhub.cds.detector import AlarmEvent, Detector, StreamKey
+from medhub.cds.alerts import Alert
+from medhub.cds.detector import AlarmEvent, Detector, StreamKey, to_us
 from medhub.cds.vital_limits import LimitPolicy
 from medhub.timeseries.records import SampleRecord
 
@@ -27,6 +36,10 @@ log = structlog.get_logger(__name__)
 
 #: Transitions kept while the store is down; beyond this the oldest are dropped and logged.
 MAX_PENDING_EVENTS = 100_000
+
+
+def _us(duration: timedelta) -> int:
+    return duration // timedelta(microseconds=1)
 
 
 class VitalWatch:
@@ -38,11 +51,15 @@ class VitalWatch:
         *,
         policy: LimitPolicy | None = None,
         detector: Detector | None = None,
+        ack_silence: timedelta = timedelta(0),
     ) -> None:
         self._alerts = alerts
         self._policy = policy or LimitPolicy()
         self._detector = detector or Detector()
         self._registered: set[StreamKey] = set()
+        #: (vital, device, channel) -> the streams of that source (one per patient bound).
+        self._by_source: dict[tuple[str, str, str], list[StreamKey]] = {}
+        self._latch = AckLatch(_us(ack_silence))
         self._lock = threading.Lock()
         self._pending: list[AlarmEvent] = []
 
@@ -60,14 +77,48 @@ class VitalWatch:
                     )
                     self._detector.register(key, limits)
                     self._registered.add(key)
-            events = self._detector.process_records(watched)
+                    source = (key.vital, key.device_id, key.channel)
+                    self._by_source.setdefault(source, []).append(key)
+            events = self._latched(self._detector.process_records(watched))
+            latest = max(record.corrected_time for record in watched)
+            events += self._latch.due(to_us(latest))
         self._apply(events)
 
     def tick(self, now: datetime) -> None:
-        """Signal-lost checks, and a retry of transitions the store could not take earlier."""
+        """Signal-lost checks, held ENDs now due, and a retry of transitions not yet stored."""
         with self._lock:
-            events = self._detector.tick(now)
+            events = self._latched(self._detector.tick(now))
+            events += self._latch.due(to_us(now))
         self._apply(events)
+
+    def acknowledged(self, alert: Alert) -> bool:
+        """Tell the detector an alert was acknowledged (the alert service's listener).
+
+        The alert names its stream by vital, device, channel and patient; the
+        detector marks the condition acknowledged on the stream where it is
+        active. False when no running stream has it active (it ended first,
+        the alert is not the detector's, or this process did not raise it).
+        """
+        if alert.condition not in DETECTOR_CONDITIONS:
+            return False
+        source = (alert.vital, alert.device_id, alert.channel)
+        with self._lock:
+            told = False
+            for key in self._by_source.get(source, ()):
+                if key.patient_id not in (None, alert.patient_id):
+                    continue
+                index = self._detector.index(key)
+                if index is not None and self._detector.acknowledge(index, alert.condition):
+                    told = True
+        log.info("alerts.acknowledged_in_detector", alert=alert.id, known=told)
+        return told
+
+    def _latched(self, events: list[AlarmEvent]) -> list[AlarmEvent]:
+        """Events through the acknowledged-alarm latch (called with the lock held)."""
+        latched = self._latch.filter(events)
+        for stream, condition in latched.reacknowledge:
+            self._detector.acknowledge(stream, condition)
+        return latched.events
 
     def _apply(self, events: list[AlarmEvent]) -> None:
         with self._lock:

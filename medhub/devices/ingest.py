@@ -11,7 +11,8 @@ hub. For each batch it
    at once when this process changes one);
 4. writes the batch to the sample store (idempotent, so a redelivered batch
    is harmless) and only then returns, so the transport may acknowledge;
-5. passes the stored records to the listeners (the vital-sign detector).
+5. passes the stored records to the listeners (the vital-sign detector), and
+   only then records the devices' state, so an alert does not wait for it.
 
 Device state (last seen, clock offset) is written to the registry at most
 every ``state_interval`` per device: it is for operators' eyes, and writing it
@@ -157,12 +158,25 @@ class DeviceIngest:
         with self._lock:
             self.samples_stored += inserted
             self.samples_duplicate += len(records) - inserted
-        self._note_seen(by_device, received_at)
         for listener in self._listeners:
             try:
                 listener(records)
             except Exception:  # a listener's bug must not turn a stored batch into a redelivery
                 log.exception("device.ingest_listener_failed", listener=repr(listener))
+        # After the listeners: this is for operators' eyes, a write to the resource
+        # store that an alert raised by this batch should not queue behind.
+        self._note_seen(by_device, received_at)
+
+    def attribute(self, device_id: str, device_time: datetime) -> tuple[datetime, str | None]:
+        """Medhub's time for a device event (an alarm) and the patient bound to it then.
+
+        The same correction and binding as the device's samples get: its tracked
+        clock offset (none yet: its own time) and the bindings in the cache.
+        """
+        tracker = self._clocks.get(device_id)
+        corrected = device_time if tracker is None else tracker.correct(device_time)
+        timeline = self._current_timelines().get(device_id)
+        return corrected, timeline.patient_at(corrected) if timeline else None
 
     def note_rejected(self, device_id: str, count: int) -> None:
         """Count samples a decoder refused (shown in the registry state)."""

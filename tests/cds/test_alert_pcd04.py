@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from medhub.adapters.mllp_sender import MllpSender
-from medhub.cds.alarm_codes import Condition, Transition
+from medhub.cds.alarm_codes import Condition, Priority, Transition
 from medhub.cds.alert_store import AlertRow, AlertService
 from medhub.cds.alerts import Alert
 from medhub.cds.detector import StreamKey
@@ -25,7 +25,9 @@ from medhub.errors import ConfigurationError
 from medhub.fhir.sql_store import SqlResourceStore
 from medhub.hl7.er7 import Message, decode_er7, parse_er7
 from medhub.hl7.outbound_queue import OutboundMessage, list_messages
-from medhub.wiring_alerts import Pcd04Reporter, pcd04_reporter
+from medhub.hl7.pcd01_builder import HierarchicDesignator, Pcd01Header
+from medhub.hl7.pcd04_builder import MDC_EVT_ALARM, UNIDENTIFIED_PATIENT, build_pcd04_oru
+from medhub.wiring_alerts import Pcd04Reporter, alert_report, pcd04_reporter
 from tests.adapters.test_mllp_sender import Partner, all_settled, destination, until
 from tests.cds.test_alerts import T0, edge
 
@@ -221,3 +223,30 @@ def test_the_report_reaches_a_loopback_alert_manager_and_is_marked_sent(
     final = queued(store)
     assert [(m.status, m.ack_code) for m in final] == [("sent", "CA"), ("sent", "CA")]
     assert all(m.sent_at is not None for m in final)
+
+
+def test_device_and_news2_alerts_are_reported_with_their_own_event_and_text() -> None:
+    occlusion = Alert(
+        "d1", None, "pump-1", "", "device", Condition.DEVICE_TECHNICAL, Priority.HIGH,
+        "raised", float("nan"), float("nan"), "", T0, source_alarm="a-7",
+        alarm_code="OCCL", event_code="196800", text="occlusion downstream",
+    )  # fmt: skip
+    report = alert_report(occlusion, UNIDENTIFIED_PATIENT)
+    assert (report.kind, report.event.code, report.event.text, report.text) == (
+        "ST",
+        "196800",
+        "OCCL",
+        "occlusion downstream",
+    )
+    news2 = Alert(
+        "n1", "p1", "medhub-news2", "", "news2", Condition.NEWS2_HIGH, Priority.HIGH,
+        "raised", 8.0, 7.0, "{score}", T0, text="NEWS2 8 (high risk): urgent or emergency response",
+    )  # fmt: skip
+    report = alert_report(news2, UNIDENTIFIED_PATIENT)
+    assert (report.kind, report.event, report.value) == ("SP", MDC_EVT_ALARM, 8.0)
+    header = Pcd01Header(HierarchicDesignator("MEDHUB"), HierarchicDesignator("AM"))
+    for alert in (occlusion, news2):
+        message = build_pcd04_oru(
+            alert_report(alert, UNIDENTIFIED_PATIENT), header=header, control_id="c", now=T0
+        )
+        assert b"ORU^R40" in message

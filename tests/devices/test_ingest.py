@@ -146,3 +146,18 @@ def test_listeners_get_the_stored_records(registry: DeviceRegistry, samples: Sam
     ingest.store([hr("mon-6", T0)], received_at=T0)
     assert [r.device_id for r in seen] == ["mon-6"]
     assert samples.count() == 1
+
+
+def test_listeners_run_before_the_device_state_is_written(
+    registry: DeviceRegistry, samples: SampleStore
+) -> None:
+    """The alert a batch raises does not wait behind the operators' last-seen bookkeeping."""
+    ingest = DeviceIngest(samples, registry)
+    states_seen_by_listener: list[object] = []
+    ingest.add_listener(
+        lambda _records: states_seen_by_listener.append(registry.get("mon-9").state)
+    )
+    ingest.store([hr("mon-9", T0)], received_at=T0)
+    assert states_seen_by_listener == [None]
+    state = registry.get("mon-9").state
+    assert state is not None and state.last_seen == T0
