@@ -208,6 +208,31 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+#: The servers the benchmarks start sign tokens with this; the client sends an admin's.
+BENCH_SECRET = "medhub-benchmark-signing-secret-not-for-production"
+_TOKEN: list[str] = []
+
+
+def bench_token() -> str:
+    """An admin access token for the benchmark servers (one per process, valid 12 h)."""
+    if not _TOKEN:
+        from datetime import UTC, datetime, timedelta
+
+        from medhub.api.permissions import Principal
+        from medhub.api.tokens import issue_access_token
+
+        principal = Principal(subject="bench", role="admin", kind="token")
+        _TOKEN.append(
+            issue_access_token(
+                principal,
+                secret=BENCH_SECRET,
+                now=datetime.now(UTC),
+                ttl=timedelta(hours=12),
+            )
+        )
+    return _TOKEN[0]
+
+
 class MedhubServer:
     """One ``python -m medhub.cli serve`` subprocess on free ports (HTTP and MLLP).
 
@@ -232,6 +257,7 @@ class MedhubServer:
             "MEDHUB_HTTP__HOST": "127.0.0.1",
             "MEDHUB_MLLP__HOST": "127.0.0.1",
             "MEDHUB_LOG_LEVEL": "WARNING",
+            "MEDHUB_JWT_SECRET": BENCH_SECRET,
         }
         started = time.perf_counter()
         with (self.workdir / "server.log").open("ab") as log:
@@ -283,7 +309,7 @@ class FhirConnection:
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
 
     def request(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
-        headers = {"Accept": "application/fhir+json"}
+        headers = {"Accept": "application/fhir+json", "Authorization": f"Bearer {bench_token()}"}
         if body is not None:
             headers["Content-Type"] = "application/fhir+json"
         self.connection.request(method, path, body=body, headers=headers)

@@ -57,7 +57,7 @@ from medhub.db.engine import make_engine
 from medhub.fhir.sql_store import SqlResourceStore
 from medhub.fhir.store import ResourceStore
 from medhub.migrations import upgrade
-from medhub.wiring_prescribing import prescribing_store
+from medhub.wiring_prescribing import hooked_api_store
 
 JSON = {"Content-Type": "application/fhir+json"}
 
@@ -194,7 +194,7 @@ def write_rows(
     engine = make_engine(url)
     upgrade(engine)
     store = SqlResourceStore(engine)
-    hooked: ResourceStore = prescribing_store(Settings(), store, kb)
+    hooked: ResourceStore = hooked_api_store(Settings(), store, kb)
     ingredients = sorted(i.rxcui for i in kb.data.ingredients)
     rows: list[list[object]] = []
     for label, chosen_store in (("with checks", hooked), ("plain store", store)):

@@ -34,6 +34,26 @@ class HttpSettings(BaseModel):
 
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = Field(
+        default=None, description="ask clients for a certificate signed by this CA (mutual TLS)"
+    )
+
+
+class AuthSettings(BaseModel):
+    """Logins, tokens and limits of the HTTP API (the signing secret is ``MEDHUB_JWT_SECRET``)."""
+
+    access_ttl_seconds: int = Field(default=900, ge=60, le=24 * 3600)
+    refresh_ttl_seconds: int = Field(default=12 * 3600, ge=300)
+    secret_file: Path = Field(
+        default=DEFAULT_VAR_DIR / "jwt-secret",
+        description="where the embedded default keeps its generated signing secret",
+    )
+    cors_origins: list[str] = Field(default_factory=list)
+    rate_limit_per_minute: int = Field(default=1200, gt=0)
+    rate_limit_burst: int = Field(default=200, gt=0)
+    care_unit_cache_seconds: float = Field(default=5.0, ge=0)
 
 
 class MllpSettings(BaseModel):
@@ -51,6 +71,9 @@ class MllpSettings(BaseModel):
     tls_client_ca_file: Path | None = None
     validate_mapped: bool = False
     strict_structure: bool = False
+    audit_events: bool = Field(
+        default=True, description="an AuditEvent per applied message, in its transaction"
+    )
 
 
 class Hl7DestinationSettings(BaseModel):
@@ -101,7 +124,12 @@ class MqttSettings(BaseModel):
     reconnect_min_seconds: int = Field(default=1, gt=0)
     reconnect_max_seconds: int = Field(default=60, gt=0)
     batch_messages: int = Field(default=500, gt=0)
-    batch_seconds: float = Field(default=0.02, gt=0)
+    batch_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="how long a batch waits for more messages; 0: none, batches form while "
+        "the previous one is being stored",
+    )
     queue_messages: int = Field(default=2000, gt=0)
     broker_inflight: int = Field(default=20, gt=0)
 
@@ -118,6 +146,27 @@ class AlertSettings(BaseModel):
         description="the name of the HL7 destination (an Alert Manager) every alert change is "
         "also reported to as IHE PCD-04 ORU^R40; unset: none",
     )
+    ack_silence_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="an acknowledged alarm that ends and comes back within this time keeps its "
+        "acknowledged alert open instead of paging again; 0: off",
+    )
+    device_alarms: bool = Field(
+        default=True, description="alarms devices send on devices/+/alerts become alerts"
+    )
+
+
+class News2Settings(BaseModel):
+    """NEWS2 per patient from the latest vitals, and NEWS2 alerts (docs/alarms.md)."""
+
+    max_age_seconds: float = Field(
+        default=3600.0, gt=0, description="a value older than this is stale: listed, not scored"
+    )
+    every_seconds: float = Field(
+        default=60.0, gt=0, description="a patient with new vitals is re-scored at most this often"
+    )
+    alerts: bool = Field(default=True, description="raise NEWS2 alerts by band")
 
 
 class PrescribingSettings(BaseModel):
@@ -178,6 +227,12 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     http: HttpSettings = Field(default_factory=HttpSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MEDHUB_JWT_SECRET", "jwt_secret"),
+        description="HS256 key of the access tokens; required with a server database",
+    )
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     hl7_destinations: list[Hl7DestinationSettings] = Field(default_factory=list)
     timeseries_url: SecretStr | None = Field(
@@ -195,6 +250,7 @@ class Settings(BaseSettings):
         description="amqp://user:password@host:port/vhost of RabbitMQ; unset: in-process bus",
     )
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    news2: News2Settings = Field(default_factory=News2Settings)
     prescribing: PrescribingSettings = Field(default_factory=PrescribingSettings)
     modbus_devices: list[ModbusDeviceSettings] = Field(default_factory=list)
     serial_ports: list[SerialPortSettings] = Field(default_factory=list)
@@ -246,7 +302,7 @@ class Settings(BaseSettings):
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict safe to log: secrets and URL passwords masked."""
-        data = self.model_dump(mode="json", exclude={"http_port", "mllp_port"})
+        data = self.model_dump(mode="json", exclude={"http_port", "mllp_port", "jwt_secret"})
         for key, value in list(data.items()):
             secret = getattr(self, key, None)
             if isinstance(secret, SecretStr):

@@ -22,6 +22,9 @@ with ``raise ... from exc`` so the original stays in the traceback.
      |    +-- NotAcceptableError     406  not-supported  AE  207  (FHIR XML wanted)
      |    +-- InvalidResourceError   422  invalid        AE  102  (FHIR validation)
      |    +-- MissingDataError       422  required       AE  101
+     +-- AuthenticationError         401  login          AR  207  (no or bad credentials)
+     +-- ForbiddenError              403  forbidden      AR  207  (role, scope or care unit)
+     +-- TooManyRequestsError        429  throttled      AR  207
      +-- NotFoundError               404  not-found      AE  204
      +-- GoneError                   410  deleted        AE  204
      +-- ConflictError               409  conflict       AE  205
@@ -162,6 +165,27 @@ class MissingDataError(InputError):
     http_status = 422
     fhir_issue_code = "required"
     hl7_error_code = 101
+
+
+class AuthenticationError(MedhubError):
+    """No credentials, or credentials that are wrong, expired or revoked (HTTP 401)."""
+
+    http_status = 401
+    fhir_issue_code = "login"
+
+
+class ForbiddenError(MedhubError):
+    """Authenticated, but the role, scope or care unit does not allow this (HTTP 403)."""
+
+    http_status = 403
+    fhir_issue_code = "forbidden"
+
+
+class TooManyRequestsError(MedhubError):
+    """A client sent more requests (or failed logins) than it may; it should wait (HTTP 429)."""
+
+    http_status = 429
+    fhir_issue_code = "throttled"
 
 
 class NotFoundError(MedhubError):

@@ -12,6 +12,7 @@ from medhub.adapters.group_commit import GroupCommitter
 from medhub.adapters.mllp_sender import MllpDestination, MllpSender, TlsClientOptions
 from medhub.adapters.mllp_server import MllpServer, MllpServerConfig, server_ssl_context
 from medhub.api.deps import ApiContext, ComponentHealth
+from medhub.api.live import LiveHub, connect_live
 from medhub.cds.medication_knowledge import KnowledgeBase
 from medhub.config import Hl7DestinationSettings, Settings
 from medhub.db.engine import make_engine
@@ -22,8 +23,9 @@ from medhub.fhir.write_rules import utc_now
 from medhub.hl7.inbound import Hl7Inbound
 from medhub.hl7.sql_units import sql_inbound_units
 from medhub.wiring_alerts import AlertComponents, build_alerts
-from medhub.wiring_devices import DeviceComponents, build_devices
-from medhub.wiring_prescribing import load_knowledge, prescribing_store
+from medhub.wiring_devices import DeviceComponents, build_devices, sample_store
+from medhub.wiring_prescribing import hooked_api_store, load_knowledge
+from medhub.wiring_security import SecurityComponents, build_security
 
 
 def _path(value: Path | None) -> str | None:
@@ -73,6 +75,7 @@ class Components:
     #: The store the API writes through (MedicationRequests checked, orders sent).
     api_store: ResourceStore | None = None
     knowledge: KnowledgeBase | None = None
+    security: SecurityComponents | None = None
 
 
 def _mllp_tls(settings: Settings) -> ssl.SSLContext | None:
@@ -97,7 +100,12 @@ def build(settings: Settings) -> Components:
     store = make_store(settings)
     engine = store.engine
     units = sql_inbound_units(store, validate=settings.mllp.validate_mapped)
-    inbound = Hl7Inbound(units, clock=utc_now, strict_structure=settings.mllp.strict_structure)
+    inbound = Hl7Inbound(
+        units,
+        clock=utc_now,
+        strict_structure=settings.mllp.strict_structure,
+        audit=settings.mllp.audit_events,
+    )
     # SQLite has one writer at a time; a second worker would only wait on the lock.
     workers = settings.mllp.commit_workers or (1 if engine.dialect.name == "sqlite" else 2)
     committer = GroupCommitter(
@@ -122,9 +130,12 @@ def build(settings: Settings) -> Components:
     senders = [
         MllpSender(destination(d), store.session, clock=utc_now) for d in settings.hl7_destinations
     ]
-    devices = build_devices(settings, store)
-    alerts = build_alerts(settings, store)
+    samples = sample_store(settings)
+    alerts = build_alerts(settings, store, samples)
+    devices = build_devices(settings, store, samples=samples, alerts=alerts.service)
     devices.ingest.add_listener(alerts.watch)
+    if alerts.news2 is not None:
+        devices.ingest.add_listener(alerts.news2)
     knowledge = load_knowledge(settings)
     return Components(
         settings,
@@ -135,8 +146,9 @@ def build(settings: Settings) -> Components:
         senders,
         devices,
         alerts,
-        api_store=prescribing_store(settings, store, knowledge),
+        api_store=hooked_api_store(settings, store, knowledge),
         knowledge=knowledge,
+        security=build_security(settings, store),
     )
 
 
@@ -172,7 +184,11 @@ def api_context(components: Components) -> ApiContext:
     checks["mqtt"] = mqtt_health
     devices = components.devices
     knowledge = components.knowledge or load_knowledge(components.settings)
-    return ApiContext(
+    secured = components.security or build_security(components.settings, components.store)
+    context = ApiContext(
+        security=secured.security,
+        access=secured.access,
+        audit=secured.audit,
         store=components.api_store or components.store,
         medication_knowledge=lambda: knowledge,
         health_checks=checks,
@@ -182,4 +198,11 @@ def api_context(components: Components) -> ApiContext:
         samples=devices.samples if devices else None,
         on_binding_change=devices.ingest.invalidate_bindings if devices else None,
         alerts=components.alerts.service if components.alerts else None,
+        news2=components.alerts.scorer if components.alerts else None,
     )
+    alerts, hub = components.alerts, LiveHub()  # the dashboards' live feed (/ws)
+    bus = alerts.bus if alerts else None
+    ingest = devices.ingest if devices else None
+    connect_live(hub, ingest=ingest, alerts=alerts.service if alerts else None, bus=bus)
+    context.live = hub
+    return context

@@ -1,5 +1,5 @@
-"""Wiring of prescribing: the MedicationRequest write hook with its knowledge base,
-outbox and pharmacy queue, around the resource store the API uses.
+"""Wiring of the API's write hooks: the MedicationRequest rules with their knowledge base,
+outbox and pharmacy queue, and append-only AuditEvents, around the resource store.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from medhub.db.outbox import SqlEventOutbox
 from medhub.errors import ConfigurationError, MedhubError
 from medhub.fhir.sql_store import SqlResources, SqlResourceStore
 from medhub.fhir.store import Resources
-from medhub.fhir.write_hooks import HookedStore, ResourceHook
+from medhub.fhir.write_hooks import AppendOnlyHook, HookedStore, ResourceHook
 from medhub.fhir.write_rules import utc_now
 from medhub.hl7.er7_fields import HierarchicDesignator
 from medhub.hl7.pharmacy_order_builder import PharmacyOrderHeader
@@ -55,13 +55,15 @@ def _header(settings: Settings) -> PharmacyOrderHeader:
     )
 
 
-def prescribing_store(
+def hooked_api_store(
     settings: Settings, store: SqlResourceStore, knowledge: KnowledgeBase
-) -> HookedStore | SqlResourceStore:
-    """The store the API writes through: MedicationRequests checked and sent to the pharmacy."""
+) -> HookedStore:
+    """The store the API writes through: AuditEvents append-only, MedicationRequests
+    checked and sent to the pharmacy (unless ``MEDHUB_PRESCRIBING__CHECKS`` is off)."""
     prescribing = settings.prescribing
+    audit_events = AppendOnlyHook("AuditEvent")
     if not prescribing.checks:
-        return store
+        return HookedStore(store, lambda _resources: {"AuditEvent": audit_events})
     destination = prescribing.pharmacy_destination
     names = {d.name for d in settings.hl7_destinations}
     if destination is not None and destination not in names:
@@ -80,6 +82,6 @@ def prescribing_store(
         hook = PrescriptionHook(
             knowledge=knowledge, outbox=SqlEventOutbox(session), orders=orders, clock=utc_now
         )
-        return {"MedicationRequest": hook}
+        return {"MedicationRequest": hook, "AuditEvent": audit_events}
 
     return HookedStore(store, hooks)

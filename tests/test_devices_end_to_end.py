@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,15 +24,9 @@ pytestmark = pytest.mark.slow
 
 
 def request(server: Server, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-    data = json.dumps(body).encode()
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{server.http_port}{path}",
-        data=data,
-        method=method,
-        headers={"Content-Type": "application/fhir+json"},
-    )
-    with urllib.request.urlopen(req, timeout=10) as response:
-        return response.status, json.loads(response.read())
+    status, answer = server.send(method, path, body)
+    assert status < 400, answer
+    return status, answer
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from medhub.fhir.sql_store import SqlResourceStore
 from medhub.hl7.er7 import parse_er7
 from medhub.hl7.outbound_queue import list_messages
 from medhub.migrations import upgrade
-from medhub.wiring_prescribing import prescribing_store
+from medhub.wiring_prescribing import hooked_api_store
 from tests.test_outbound_end_to_end import Partner
 from tests.test_serve_end_to_end import Server
 
@@ -32,17 +30,7 @@ RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
 def send(server: Server, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{server.http_port}{path}",
-        data=json.dumps(body).encode(),
-        method=method,
-        headers={"Content-Type": "application/fhir+json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return server.send(method, path, body)
 
 
 def order(patient: str, code: str, name: str) -> dict[str, Any]:
@@ -133,7 +121,7 @@ def test_an_older_pharmacy_gets_the_order_and_its_cancel_as_orm_o01(tmp_path: Pa
         hl7_destinations=[Hl7DestinationSettings(name="rx", host="127.0.0.1", port=1)],
         prescribing=PrescribingSettings(pharmacy_destination="rx", pharmacy_message_type="ORM^O01"),
     )
-    hooked = prescribing_store(settings, store, load_default_knowledge())
+    hooked = hooked_api_store(settings, store, load_default_knowledge())
     with hooked.unit_of_work() as resources:
         resources.update(
             "Patient",

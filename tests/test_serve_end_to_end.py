@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ import pytest
 from sqlalchemy import func, select
 
 from medhub.adapters.mllp_client import MllpClient
+from medhub.api.permissions import Principal, Role
+from medhub.api.tokens import issue_access_token
 from medhub.db.engine import make_engine
 from medhub.hl7.er7 import parse_er7
 from medhub.hl7.message_log import Hl7MessageRow
@@ -38,6 +41,24 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+#: What the test servers sign access tokens with (``MEDHUB_JWT_SECRET``).
+TEST_SECRET = "medhub-test-signing-secret-0123456789abcdef"
+
+
+def token_for(
+    role: Role = "admin", *, units: frozenset[str] | None = None, subject: str = "test"
+) -> str:
+    """An access token the test servers accept."""
+    principal = Principal(subject=subject, role=role, kind="token", care_units=units)
+    return issue_access_token(
+        principal, secret=TEST_SECRET, now=datetime.now(UTC), ttl=timedelta(hours=1)
+    )
+
+
+def admin_token() -> str:
+    return token_for("admin")
 
 
 class Server:
@@ -59,6 +80,7 @@ class Server:
             "MEDHUB_MLLP_PORT": str(self.mllp_port),
             "MEDHUB_HTTP__HOST": "127.0.0.1",
             "MEDHUB_MLLP__HOST": "127.0.0.1",
+            "MEDHUB_JWT_SECRET": TEST_SECRET,
         }
         with (self.workdir / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
@@ -83,12 +105,28 @@ class Server:
         return (self.workdir / "server.log").read_text(errors="replace")[-3000:]
 
     def get(self, path: str) -> tuple[int, Any]:
-        url = f"http://127.0.0.1:{self.http_port}{path}"
+        return self.send("GET", path)
+
+    def send(
+        self, method: str, path: str, body: Any = None, *, token: str | None = None
+    ) -> tuple[int, Any]:
+        """An HTTP request as an administrator (or with ``token``), JSON in and out."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={
+                "Content-Type": "application/fhir+json",
+                "Authorization": f"Bearer {token or admin_token()}",
+            },
+        )
         try:
-            with urllib.request.urlopen(url, timeout=10) as response:
-                return response.status, json.loads(response.read())
+            with urllib.request.urlopen(request, timeout=10) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
         except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read())
+            raw = error.read()
+            return error.code, json.loads(raw) if raw else None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process is None:

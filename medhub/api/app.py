@@ -1,12 +1,16 @@
-"""Assemble the FastAPI application from its routers."""
+"""Assemble the FastAPI application from its routers, guards and middleware."""
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI
+from collections.abc import Awaitable, Callable
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 
 from medhub import __version__
 from medhub.api import (
     alert_routes,
+    auth_routes,
     cds_hooks_routes,
     device_routes,
     fhir_capabilities,
@@ -14,24 +18,74 @@ from medhub.api import (
     fhir_search_routes,
     health,
     hl7_routes,
+    news2_routes,
     prescription_routes,
+    ui_pages,
 )
+from medhub.api.audit import install_audit
 from medhub.api.deps import ApiContext
 from medhub.api.fhir_format import negotiate
+from medhub.api.live import install_live
 from medhub.api.outcomes import install_error_handlers
+from medhub.api.security import area_guard, fhir_guard, require
+
+#: Headers on every answer (OWASP secure headers): no sniffing, no framing, no referrer,
+#: and nothing with patient data kept in a browser or proxy cache.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+}
 
 
-def create_app(context: ApiContext) -> FastAPI:
+def _install_headers(app: FastAPI, *, hsts: bool) -> None:
+    @app.middleware("http")
+    async def headers(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if hsts:
+            response.headers["Strict-Transport-Security"] = "max-age=31536000"
+        return response
+
+
+def create_app(
+    context: ApiContext, *, cors_origins: list[str] | None = None, hsts: bool = False
+) -> FastAPI:
     app = FastAPI(title="medhub", version=__version__, docs_url="/docs", redoc_url=None)
     app.state.context = context
     install_error_handlers(app)
+    fhir = [Depends(fhir_guard)]
     app.include_router(health.router)
+    app.include_router(auth_routes.router)
     app.include_router(fhir_capabilities.router)  # /fhir/metadata before /fhir/{type}
-    app.include_router(fhir_routes.router)
-    app.include_router(fhir_search_routes.router, dependencies=[Depends(negotiate)])
-    app.include_router(hl7_routes.router)
-    app.include_router(device_routes.router)
-    app.include_router(alert_routes.router)
-    app.include_router(cds_hooks_routes.router)
-    app.include_router(prescription_routes.router)
+    app.include_router(fhir_routes.router, dependencies=fhir)
+    app.include_router(fhir_search_routes.router, dependencies=[Depends(negotiate), *fhir])
+    app.include_router(hl7_routes.router, dependencies=[Depends(area_guard("hl7"))])
+    app.include_router(device_routes.router, dependencies=[Depends(area_guard("devices"))])
+    app.include_router(alert_routes.router, dependencies=[Depends(area_guard("alerts"))])
+    app.include_router(news2_routes.router, dependencies=[Depends(area_guard("alerts"))])
+    app.include_router(
+        cds_hooks_routes.router, dependencies=[Depends(require("MedicationRequest", "read"))]
+    )
+    app.include_router(
+        prescription_routes.router, dependencies=[Depends(area_guard("prescriptions"))]
+    )
+    app.include_router(ui_pages.router)  # /ui dashboards and the /ws live feed
+    install_live(app, context)
+    if context.audit is not None:
+        install_audit(app, context.audit)
+    _install_headers(app, hsts=hsts)
+    if cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors_origins,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Exist", "Prefer"],
+            expose_headers=["ETag", "Location", "Last-Modified", "X-Medhub-Warnings"],
+        )
     return app

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from medhub.api.deps import ContextDep
 from medhub.api.fhir_format import parse_json
+from medhub.api.security import check_patient
 from medhub.cds.cds_hooks import HookRequest, card, discovery, parse_request, prefetched_resources
 from medhub.cds.medication_checks import check_order
 from medhub.cds.medication_fhir import (
@@ -117,6 +118,7 @@ async def call_service(service_id: str, request: Request, context: ContextDep) -
     knowledge = context.medication_knowledge()
 
     def run() -> list[Any]:
+        check_patient(request, context, hook.patient_id)
         with context.store.unit_of_work() as resources:
             return _cards(knowledge, resources, hook)
 

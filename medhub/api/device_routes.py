@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from medhub.api.deps import ContextDep
+from medhub.api.security import check_patient
 from medhub.clinical.device_binding import Binding
 from medhub.devices.registry import DeviceEntry, DeviceRegistry
 from medhub.errors import InputError, Issue, NotFoundError
@@ -152,6 +153,7 @@ def unbind_device(
 @router.get("/devices/{device_id}/samples")
 def device_samples(
     device_id: str,
+    request: Request,
     context: ContextDep,
     vital: str | None = None,
     since: datetime | None = None,
@@ -162,6 +164,9 @@ def device_samples(
     registry.get(device_id)  # 404 for an unknown device
     start, end = _window(since, until)
     records = samples.device_samples(device_id, since=start, until=end, vital=vital, limit=limit)
+    # A device's samples belong to whoever it was bound to: each patient is checked.
+    for patient in sorted({r.patient_id for r in records if r.patient_id}):
+        check_patient(request, context, patient)
     return {
         "device": device_id,
         "since": _iso(start),
@@ -173,6 +178,7 @@ def device_samples(
 @router.get("/patients/{patient_id}/vitals")
 def patient_vitals(
     patient_id: str,
+    request: Request,
     context: ContextDep,
     vital: str | None = None,
     since: datetime | None = None,
@@ -180,6 +186,7 @@ def patient_vitals(
     bucket: Annotated[int | None, Query(ge=1, description="seconds per aggregate")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> dict[str, Any]:
+    check_patient(request, context, patient_id)
     _, samples = _parts(context)
     start, end = _window(since, until)
     body: dict[str, Any] = {

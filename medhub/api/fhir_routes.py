@@ -25,6 +25,12 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from medhub.api.deps import ContextDep
+from medhub.api.fhir_access import (
+    guard_body,
+    guard_bundle,
+    guard_stored,
+    visible_versions,
+)
 from medhub.api.fhir_format import (
     base_url,
     check_type,
@@ -37,8 +43,9 @@ from medhub.api.fhir_format import (
 )
 from medhub.api.fhir_search_routes import searchset
 from medhub.api.outcomes import operation_outcome
+from medhub.api.security import check_patient
 from medhub.clinical.resources import RESOURCE_TYPES, validate_resource
-from medhub.errors import InputError, Issue, MedhubError
+from medhub.errors import GoneError, InputError, Issue, MedhubError, NotFoundError
 from medhub.fhir import interactions
 from medhub.fhir.bundles import process_bundle, response_fields
 from medhub.fhir.dates import parse_fhir_date_range
@@ -212,6 +219,7 @@ def history_bundle(request: Request, items: list[StoredResource]) -> dict[str, A
 def system_history(request: Request, context: ContextDep) -> Response:
     with context.store.unit_of_work() as resources:
         versions = resources.history(None, since=_since(request), count=_count(request))
+    versions = visible_versions(request, context, versions)
     return fhir_response(request, dumps(history_bundle(request, versions)))
 
 
@@ -220,6 +228,7 @@ def system_history(request: Request, context: ContextDep) -> Response:
 async def batch_or_transaction(request: Request, context: ContextDep) -> Response:
     """POST a batch or transaction Bundle to the base (FHIR R4 http.html#transaction)."""
     bundle = await read_json_body(request)
+    await run_in_threadpool(guard_bundle, request, context, bundle)
     outcome = await run_in_threadpool(process_bundle, context.store.unit_of_work, bundle)
     # Written resources are echoed only on request (a 5,000-entry load need not come back).
     representation = "return=representation" in request.headers.get("prefer", "").replace(" ", "")
@@ -256,6 +265,7 @@ def type_history(request: Request, resource_type: str, context: ContextDep) -> R
     check_type(resource_type)
     with context.store.unit_of_work() as resources:
         versions = resources.history(resource_type, since=_since(request), count=_count(request))
+    versions = visible_versions(request, context, versions)
     return fhir_response(request, dumps(history_bundle(request, versions)))
 
 
@@ -276,6 +286,8 @@ async def create(request: Request, resource_type: str, context: ContextDep) -> R
             written = interactions.create(
                 resources, resource_type, body, if_none_exist=if_none_exist
             )
+            if written.stored is not None:
+                guard_stored(request, context, written.stored)  # 403 rolls the write back
             return written, notes_for(resources, written.stored)
 
     written, notes = await run_in_threadpool(run)
@@ -290,9 +302,13 @@ async def conditional_update(request: Request, resource_type: str, context: Cont
 
     def run() -> Written:
         with context.store.unit_of_work() as resources:
-            return interactions.conditional_update(
+            guard_body(request, context, body)
+            written = interactions.conditional_update(
                 resources, resource_type, criteria, body, if_match=if_match
             )
+            if written.stored is not None:
+                guard_stored(request, context, written.stored)
+            return written
 
     return _written_response(request, await run_in_threadpool(run), what="update")
 
@@ -302,6 +318,10 @@ def conditional_delete(request: Request, resource_type: str, context: ContextDep
     check_type(resource_type)
     criteria = _criteria(request)
     with context.store.unit_of_work() as resources:
+        for match in interactions.find_matches(
+            resources, resource_type, criteria, where="criteria"
+        ):
+            guard_stored(request, context, match)
         written = interactions.conditional_delete(resources, resource_type, criteria)
     return _written_response(request, written, what=f"{resource_type}?{criteria}")
 
@@ -315,9 +335,12 @@ async def conditional_patch(request: Request, resource_type: str, context: Conte
 
     def run() -> Written:
         with context.store.unit_of_work() as resources:
-            return interactions.conditional_patch(
+            written = interactions.conditional_patch(
                 resources, resource_type, criteria, document, fmt, if_match=if_match
             )
+            if written.stored is not None:
+                guard_stored(request, context, written.stored)
+            return written
 
     return _written_response(request, await run_in_threadpool(run), what="patch")
 
@@ -330,6 +353,7 @@ def read(request: Request, resource_type: str, resource_id: str, context: Contex
     check_type(resource_type)
     with context.store.unit_of_work() as resources:
         stored = resources.read(resource_type, resource_id)
+    guard_stored(request, context, stored)
     return _resource_response(request, stored)
 
 
@@ -340,6 +364,7 @@ def vread(
     check_type(resource_type)
     with context.store.unit_of_work() as resources:
         stored = resources.vread(resource_type, resource_id, version_id)
+    guard_stored(request, context, stored)
     return _resource_response(request, stored)
 
 
@@ -352,6 +377,8 @@ def history(
         versions = resources.history(
             resource_type, resource_id, since=_since(request), count=_count(request)
         )
+    for version in versions:
+        guard_stored(request, context, version)
     return fhir_response(request, dumps(history_bundle(request, versions)))
 
 
@@ -365,9 +392,12 @@ async def update(
 
     def run() -> tuple[Written, list[Issue]]:
         with context.store.unit_of_work() as resources:
+            guard_body(request, context, body)
             written = interactions.update(
                 resources, resource_type, resource_id, body, if_match=if_match
             )
+            if written.stored is not None:
+                guard_stored(request, context, written.stored)
             return written, notes_for(resources, written.stored)
 
     written, notes = await run_in_threadpool(run)
@@ -385,9 +415,13 @@ async def patch(
 
     def run() -> Written:
         with context.store.unit_of_work() as resources:
-            return interactions.patch(
+            guard_stored(request, context, resources.read(resource_type, resource_id))
+            written = interactions.patch(
                 resources, resource_type, resource_id, document, fmt, if_match=if_match
             )
+            if written.stored is not None:
+                guard_stored(request, context, written.stored)
+            return written
 
     return _written_response(request, await run_in_threadpool(run), what="patch")
 
@@ -397,6 +431,10 @@ def delete(request: Request, resource_type: str, resource_id: str, context: Cont
     check_type(resource_type)
     if_match = parse_etag(request.headers.get("if-match"))
     with context.store.unit_of_work() as resources:
+        try:
+            guard_stored(request, context, resources.read(resource_type, resource_id))
+        except (NotFoundError, GoneError):
+            pass  # deleting what is not there answers as before (204 / 200)
         written = interactions.delete(resources, resource_type, resource_id, if_match=if_match)
     return _written_response(request, written, what=f"{resource_type}/{resource_id}")
 
@@ -416,6 +454,7 @@ def everything(request: Request, patient_id: str, context: ContextDep) -> Respon
     patient's records point to are part of the answer, so a receiving system
     can resolve every reference in it (FHIR R4 patient-operation-everything).
     """
+    check_patient(request, context, patient_id)
     with context.store.unit_of_work() as resources:
         patient = resources.read("Patient", patient_id)
         related = resources.referencing("Patient", patient_id)

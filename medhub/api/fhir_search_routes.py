@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from medhub.api.deps import ContextDep
+from medhub.api.fhir_access import visible_results
 from medhub.api.fhir_format import check_type
 from medhub.api.outcomes import FHIR_JSON, operation_outcome
 from medhub.errors import Issue
@@ -79,9 +80,17 @@ def _links(request: Request, query: SearchQuery, result: SearchResult) -> list[d
 
 
 def searchset(
-    request: Request, result: SearchResult, query: SearchQuery | None = None
+    request: Request,
+    result: SearchResult,
+    query: SearchQuery | None = None,
+    *,
+    paged_by: SearchResult | None = None,
 ) -> dict[str, Any]:
-    """The searchset Bundle of one page of results (``query`` adds paging links and outcome)."""
+    """The searchset Bundle of one page of results (``query`` adds paging links and outcome).
+
+    ``paged_by``: the page as the store returned it, before entries the caller
+    may not see were taken out, so the ``next`` link still follows the store.
+    """
     base = str(request.base_url).rstrip("/") + "/fhir"
     elements = query.elements if query is not None else None
     entries = [_entry(base, item, "match", elements) for item in result.resources]
@@ -97,7 +106,7 @@ def searchset(
     if query is None:
         bundle["link"] = [{"relation": "self", "url": str(request.url)}]
     else:
-        bundle["link"] = _links(request, query, result)
+        bundle["link"] = _links(request, query, paged_by or result)
     bundle["entry"] = entries
     return bundle
 
@@ -116,4 +125,6 @@ def search(request: Request, resource_type: str, context: ContextDep) -> Respons
     )
     with context.store.unit_of_work() as resources:
         result = resources.search(query)
-    return Response(orjson.dumps(searchset(request, result, query)), media_type=FHIR_JSON)
+    shown = visible_results(request, context, result)
+    bundle = searchset(request, shown, query, paged_by=result)
+    return Response(orjson.dumps(bundle), media_type=FHIR_JSON)

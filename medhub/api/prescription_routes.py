@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from medhub.api.deps import ContextDep
+from medhub.api.fhir_access import guard_stored
 from medhub.errors import NotFoundError
 from medhub.hl7.pharmacy_orders import orders_for
 
@@ -21,11 +22,12 @@ router = APIRouter(prefix="/api/v1", tags=["prescriptions"])
 
 
 @router.get("/prescriptions/{request_id}/orders")
-def prescription_orders(request_id: str, context: ContextDep) -> dict[str, Any]:
+def prescription_orders(request_id: str, request: Request, context: ContextDep) -> dict[str, Any]:
     if context.sql_store is None:
         raise NotFoundError("this medhub keeps no pharmacy orders (no SQL store)")
     with context.store.unit_of_work() as resources:
-        resources.read("MedicationRequest", request_id)  # 404 / 410 for an unknown request
+        stored = resources.read("MedicationRequest", request_id)  # 404 / 410 when unknown
+    guard_stored(request, context, stored)
     with context.sql_store.session() as session:
         orders = orders_for(session, request_id)
     return {

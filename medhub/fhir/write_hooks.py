@@ -26,7 +26,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
-from medhub.errors import Issue
+from medhub.errors import ForbiddenError, GoneError, Issue, NotFoundError
 from medhub.fhir.search import SearchQuery
 from medhub.fhir.store import (
     Resources,
@@ -141,6 +141,52 @@ class HookedResources:
         prefetch = getattr(self.inner, "prefetch", None)
         if prefetch is not None:
             prefetch(keys)
+
+
+class AppendOnlyHook:
+    """Resources that may be added but never changed or deleted (AuditEvent).
+
+    FHIR R4 auditevent.html: an audit trail must be tamper-evident. A PUT that
+    creates (a client-chosen id, as a migration sends) is an addition and is
+    allowed; a PUT over an existing one, and any delete, is refused.
+    """
+
+    def __init__(self, resource_type: str) -> None:
+        self.resource_type = resource_type
+
+    def create(
+        self,
+        inner: Resources,
+        resource: dict[str, Any],
+        *,
+        resource_id: str | None,
+        notes: WriteNotes,  # noqa: ARG002
+    ) -> StoredResource:
+        return inner.create(resource, resource_id=resource_id)
+
+    def update(
+        self,
+        inner: Resources,
+        resource_id: str,
+        resource: dict[str, Any],
+        *,
+        if_match: int | None,
+        notes: WriteNotes,  # noqa: ARG002
+    ) -> UpdateOutcome:
+        try:
+            inner.read(self.resource_type, resource_id)
+        except (NotFoundError, GoneError):
+            return inner.update(self.resource_type, resource_id, resource, if_match=if_match)
+        raise ForbiddenError(f"{self.resource_type} records cannot be changed")
+
+    def delete(
+        self,
+        inner: Resources,  # noqa: ARG002
+        resource_id: str,  # noqa: ARG002
+        *,
+        if_match: int | None,  # noqa: ARG002
+    ) -> StoredResource | None:
+        raise ForbiddenError(f"{self.resource_type} records cannot be deleted")
 
 
 #: Builds the hooks of one unit of work (they may hold that transaction's session).

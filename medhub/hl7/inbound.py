@@ -42,6 +42,7 @@ from medhub.errors import (
 from medhub.fhir.store import Resources
 from medhub.hl7.ack import AckCode, AckHeader, ack_wanted, build_ack, salvage_header
 from medhub.hl7.apply_context import ApplyContext
+from medhub.hl7.audit_event import message_audit_event
 from medhub.hl7.dispatch import applier_for, message_key
 from medhub.hl7.er7 import Message, declared_charset, decode_er7, parse_er7
 from medhub.hl7.message_log import LoggedMessage, MessageLog, Status
@@ -119,8 +120,11 @@ class Hl7Inbound:
         clock: Callable[[], datetime],
         new_control_id: Callable[[], str] = _new_control_id,
         strict_structure: bool = False,
+        audit: bool = False,
     ) -> None:
+        """``audit``: write an AuditEvent per applied message (:mod:`medhub.hl7.audit_event`)."""
         self._strict_structure = strict_structure
+        self._audit = audit
         self._units = units
         self._clock = clock
         self._new_control_id = new_control_id
@@ -234,7 +238,17 @@ class Hl7Inbound:
                     item.status = "stored"  # valid but not interpreted: kept and acknowledged
                 else:
                     context = ApplyContext(unit.resources, item.received_at)
-                    applier(message, context)
+                    stored = applier(message, context)
+                    if self._audit and stored:
+                        audit = message_audit_event(
+                            stored,
+                            sender=item.sender,
+                            peer=item.peer,
+                            control_id=message.control_id,
+                            message_type=message_key(message),
+                            received_at=item.received_at,
+                        )
+                        unit.resources.create(audit)
                     for event in context.events:
                         unit.outbox.enqueue(event, now=item.received_at)
                     item.status = "accepted"

@@ -12,8 +12,10 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine
 
+from medhub.api import account_tables as _account_tables  # noqa: F401
+
 # The table modules, imported so ``metadata`` is complete for autogenerate checks.
-from medhub.cds import alert_store as _alert_tables  # noqa: F401
+from medhub.cds import alert_rows as _alert_tables  # noqa: F401
 from medhub.db import outbox as _outbox_tables  # noqa: F401
 from medhub.db.base import metadata
 from medhub.devices import registry_tables as _device_tables  # noqa: F401

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from medhub.api import (
     alert_routes,
+    auth_routes,
     cds_hooks_routes,
     device_routes,
     fhir_capabilities,
@@ -17,6 +18,7 @@ from medhub.api import (
     fhir_search_routes,
     health,
     hl7_routes,
+    news2_routes,
     prescription_routes,
 )
 from medhub.api.app import create_app
@@ -32,6 +34,8 @@ PLACEHOLDERS = {
     "device_id": "mon-1",
     "alert_id": "a-1",
     "request_id": "mr-1",
+    "username": "nobody",
+    "prefix": "abc",
     "service_id": "medhub-medication-safety-sign",
 }
 
@@ -55,6 +59,8 @@ def test_every_route_is_described_and_every_description_is_a_route(
         hl7_routes.router,
         device_routes.router,
         alert_routes.router,
+        auth_routes.router,
+        news2_routes.router,
         cds_hooks_routes.router,
         prescription_routes.router,
     ]

@@ -21,7 +21,7 @@ from medhub.db.outbox import OutboxEventRow
 from medhub.fhir.sql_store import SqlResourceStore
 from medhub.hl7.er7 import parse_er7
 from medhub.hl7.outbound_queue import Hl7OutboundRow
-from medhub.wiring_prescribing import prescribing_store
+from medhub.wiring_prescribing import hooked_api_store
 from tests.hl7.test_adt_flow import adt as adt_message
 from tests.hl7.test_adt_flow import inbound_for
 
@@ -42,7 +42,7 @@ def settings(pharmacy: str | None = "pharmacy") -> Settings:
 
 @pytest.fixture
 def client(store: SqlResourceStore) -> Iterator[TestClient]:
-    hooked = prescribing_store(settings(), store, load_default_knowledge())
+    hooked = hooked_api_store(settings(), store, load_default_knowledge())
     context = ApiContext(store=hooked, sql_store=store)
     with TestClient(create_app(context), raise_server_exceptions=False) as test_client:
         yield test_client
