@@ -110,7 +110,8 @@ def _authenticate(request: Request, security: Security) -> Principal:
     elif header:
         raise AuthenticationError("Authorization must be 'Bearer <token>'")
     else:
-        token = request.cookies.get(SESSION_COOKIE) or request.query_params.get("access_token")
+        # Not from the query string: a URL ends up in proxy and server logs.
+        token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise AuthenticationError(
             "authentication required: a Bearer token (POST /auth/login), an X-API-Key "

@@ -141,6 +141,11 @@ def test_a_forged_or_expired_token_is_401(site: Site) -> None:
     assert "expired" in response.json()["issue"][0]["diagnostics"]
 
 
+def test_a_token_in_the_query_string_is_not_accepted_over_http(site: Site) -> None:
+    token = site.token("admin")
+    assert site.client.get(f"/fhir/Patient?access_token={token}").status_code == 401
+
+
 def test_login_refresh_rotation_and_reuse_revokes_the_login(site: Site) -> None:
     site.accounts.create_user("alice", PASSWORD, role="nurse", care_units=["ICU"])
     login = site.client.post("/auth/login", json={"username": "alice", "password": PASSWORD})

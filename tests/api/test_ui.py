@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine
 from starlette.websockets import WebSocketDisconnect
 
+from medhub.api import ui_socket
 from medhub.api.accounts import Accounts
 from medhub.api.app import create_app
 from medhub.api.audit import AuditTrail
@@ -371,3 +373,38 @@ def test_the_census_finds_patients_in_beds_under_the_ward(sqlite_store: SqlResou
     assert (
         len(census(ApiContext(store=sqlite_store), everyone, today=datetime.now(UTC).date())) == 2
     )
+
+
+def _audited_patients(site: Site, path_part: str) -> set[str]:
+    """The patients named by AuditEvents whose description or agent mentions ``path_part``."""
+    with site.context.store.unit_of_work() as resources:
+        query = parse_search("AuditEvent", [("_count", "1000")])
+        events = [r.resource for r in resources.search(query).resources]
+    named: set[str] = set()
+    for event in events:
+        texts = [e.get("description", "") for e in event["entity"]]
+        if any(path_part in text for text in texts):
+            named |= {e["what"]["reference"] for e in event["entity"] if e["type"]["code"] == "1"}
+    return named
+
+
+def test_pages_and_the_live_socket_are_audited_with_the_patients_shown(
+    site: Site, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ui_socket, "AUDIT_SECONDS", 0.0)  # audit after every event sent
+    site.vitals("mon-icu", 70.0)
+    site.login("nurse-icu")
+    assert site.client.get("/ui/nurse").status_code == 200
+    assert site.client.get(f"/ui/patients/{site.icu_patient}").status_code == 200
+    assert _audited_patients(site, "/ui/nurse") == {f"Patient/{site.icu_patient}"}
+    assert f"Patient/{site.icu_patient}" in _audited_patients(site, "/ui/patients/")
+
+    cookie = site.client.cookies.get(SESSION_COOKIE)
+    with site.client.websocket_connect(f"/ws?access_token={cookie}") as socket:
+        socket.receive_json()
+        site.vitals("mon-icu", 73.0)
+        assert socket.receive_json()["type"] == "vitals.update"
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not _audited_patients(site, "/ws"):
+        time.sleep(0.05)
+    assert _audited_patients(site, "/ws") == {f"Patient/{site.icu_patient}"}
