@@ -258,6 +258,9 @@ class MedhubServer:
             "MEDHUB_MLLP__HOST": "127.0.0.1",
             "MEDHUB_LOG_LEVEL": "WARNING",
             "MEDHUB_JWT_SECRET": BENCH_SECRET,
+            # A benchmark is one client sending as fast as it can: no throttling.
+            "MEDHUB_AUTH__RATE_LIMIT_PER_MINUTE": "100000000",
+            "MEDHUB_AUTH__RATE_LIMIT_BURST": "1000000",
         }
         started = time.perf_counter()
         with (self.workdir / "server.log").open("ab") as log:

@@ -51,8 +51,8 @@ class AuthSettings(BaseModel):
         description="where the embedded default keeps its generated signing secret",
     )
     cors_origins: list[str] = Field(default_factory=list)
-    rate_limit_per_minute: int = Field(default=1200, gt=0)
-    rate_limit_burst: int = Field(default=200, gt=0)
+    rate_limit_per_minute: int = Field(default=6000, gt=0)
+    rate_limit_burst: int = Field(default=1000, gt=0)
     care_unit_cache_seconds: float = Field(default=5.0, ge=0)
 
 

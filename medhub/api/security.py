@@ -74,7 +74,7 @@ class Security:
     clock: Callable[[], datetime]
     access_ttl: timedelta = timedelta(minutes=15)
     cookie_secure: bool = False
-    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(1200, 200))
+    limiter: RateLimiter = field(default_factory=lambda: RateLimiter(6000, 1000))
 
 
 def _client(request: Request) -> str:

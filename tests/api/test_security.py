@@ -420,3 +420,30 @@ def test_cors_answers_only_the_configured_origins(store: SqlResourceStore) -> No
         other = client.get("/fhir/metadata", headers={"Origin": "https://evil.example"})
     assert allowed.headers["access-control-allow-origin"] == "https://ehr.example.org"
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_the_rate_limiter_refills_at_its_rate() -> None:
+    limiter = RateLimiter(per_minute=60, burst=2)
+    assert limiter.take("c", now=0.0) == 0 and limiter.take("c", now=0.0) == 0
+    assert limiter.take("c", now=0.0) == pytest.approx(1.0)  # one token a second
+    assert limiter.take("other", now=0.0) == 0  # per client
+    assert limiter.take("c", now=1.0) == 0
+
+
+def test_a_client_over_its_rate_gets_429(store: SqlResourceStore) -> None:
+    clock = Clock(datetime.now(UTC))
+    security = Security(SECRET, Accounts(store.session, clock=clock), clock)
+    security.limiter = RateLimiter(per_minute=60, burst=3)
+    app = create_app(ApiContext(store=store, security=security))
+    token = issue_access_token(
+        Principal(subject="busy", role="admin"),
+        secret=SECRET,
+        now=clock(),
+        ttl=timedelta(minutes=5),
+    )
+    with TestClient(app) as client:
+        codes = [
+            client.get("/fhir/Patient", headers={"Authorization": f"Bearer {token}"}).status_code
+            for _ in range(5)
+        ]
+    assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
