@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -13,7 +15,7 @@ from medhub.api.patient_access import PatientAccess
 from medhub.api.security import RateLimiter, Security
 from medhub.config import Settings
 from medhub.errors import ConfigurationError
-from medhub.fhir.sql_store import SqlResourceStore
+from medhub.fhir.sql_store import SqlResources, SqlResourceStore
 from medhub.fhir.write_rules import utc_now
 
 
@@ -67,4 +69,11 @@ def build_security(settings: Settings, store: SqlResourceStore) -> SecurityCompo
         limiter=RateLimiter(auth.rate_limit_per_minute, auth.rate_limit_burst),
     )
     access = PatientAccess(store, ttl_seconds=auth.care_unit_cache_seconds)
-    return SecurityComponents(security, access, AuditTrail(store, clock=utc_now))
+
+    @contextmanager
+    def audit_units() -> Iterator[SqlResources]:
+        with store.session() as session:
+            yield SqlResources(session, clock=store.clock, validate=False)
+
+    trail = AuditTrail(store, clock=utc_now, units=audit_units)
+    return SecurityComponents(security, access, trail)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medhub import __version__
 from medhub.api import (
@@ -40,17 +39,31 @@ SECURITY_HEADERS = {
 }
 
 
-def _install_headers(app: FastAPI, *, hsts: bool) -> None:
-    @app.middleware("http")
-    async def headers(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        if hsts:
-            response.headers["Strict-Transport-Security"] = "max-age=31536000"
-        return response
+class SecurityHeaders:
+    """Pure ASGI middleware adding :data:`SECURITY_HEADERS` (no per-request task or copy,
+    which Starlette's ``BaseHTTPMiddleware`` costs on every request)."""
+
+    def __init__(self, app: ASGIApp, *, hsts: bool) -> None:
+        self.app = app
+        extra = [("strict-transport-security", "max-age=31536000")] if hsts else []
+        self.headers = [
+            (name.lower().encode(), value.encode())
+            for name, value in [*SECURITY_HEADERS.items(), *extra]
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                added = [(n, v) for n, v in self.headers if n not in present]
+                message = {**message, "headers": [*message.get("headers", []), *added]}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
 
 
 def create_app(
@@ -79,7 +92,7 @@ def create_app(
     install_live(app, context)
     if context.audit is not None:
         install_audit(app, context.audit)
-    _install_headers(app, hsts=hsts)
+    app.add_middleware(SecurityHeaders, hsts=hsts)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Final
 
@@ -32,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from medhub.api.outcomes import outcome_response
 from medhub.api.permissions import Principal
 from medhub.errors import Issue, MedhubError
-from medhub.fhir.store import ResourceStore, format_instant
+from medhub.fhir.store import Resources, ResourceStore, format_instant
 
 log = structlog.get_logger(__name__)
 AUDITED_PREFIXES: Final = ("/fhir", "/api/v1", "/cds-services", "/ui", "/ws")
@@ -71,11 +72,23 @@ def _outcome(status: int) -> str:
 
 
 class AuditTrail:
-    """Writes AuditEvents into the resource store, one transaction each."""
+    """Writes AuditEvents into the resource store, one transaction each.
 
-    def __init__(self, store: ResourceStore, *, clock: Callable[[], datetime]) -> None:
+    ``units``: where to write (default: the store's validating units of work).
+    The composition root passes units that skip the fhir.resources round trip
+    (~0.7 ms a request): these events are built here, and tests validate them.
+    """
+
+    def __init__(
+        self,
+        store: ResourceStore,
+        *,
+        clock: Callable[[], datetime],
+        units: Callable[[], AbstractContextManager[Resources]] | None = None,
+    ) -> None:
         self.store = store
         self.clock = clock
+        self.units = units or store.unit_of_work
 
     def event(
         self,
@@ -143,7 +156,7 @@ class AuditTrail:
         }
 
     def record(self, event: dict[str, Any]) -> None:
-        with self.store.unit_of_work() as resources:
+        with self.units() as resources:
             resources.create(event)
 
 
