@@ -447,3 +447,45 @@ def test_a_client_over_its_rate_gets_429(store: SqlResourceStore) -> None:
             for _ in range(5)
         ]
     assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{not json", 400),
+        (b'{"username": "alice"}', 400),
+        (b'{"username": 7, "password": []}', 400),
+        (b'{"username": "alice", "password": "' + b"x" * 5000 + b'"}', 400),
+        (b'{"username": "nobody", "password": "whatever-long-enough"}', 401),
+    ],
+)
+def test_a_malformed_or_oversized_login_is_refused_precisely(
+    site: Site, body: bytes, status: int
+) -> None:
+    response = site.client.post(
+        "/auth/login", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == status
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": "Basic YWRtaW46YWRtaW4="},
+        {"Authorization": "Bearer not.a.jwt"},
+        {"Authorization": "Bearer " + "A" * 20_000},
+        {"X-API-Key": "mhk_"},
+        {"X-API-Key": "mhk_abc_" + "x" * 5000},
+        {"X-API-Key": "something-else"},
+    ],
+)
+def test_hostile_credentials_are_401_never_500(site: Site, headers: dict[str, str]) -> None:
+    response = site.client.get("/fhir/Patient", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["issue"][0]["code"] == "login"
+
+
+def test_a_garbage_refresh_token_is_401(site: Site) -> None:
+    response = site.client.post("/auth/refresh", json={"refresh_token": "x" * 400})
+    assert response.status_code == 401
