@@ -240,15 +240,25 @@ class MedhubServer:
     server (uvicorn, the composition root, the SQL pool) rather than a TestClient.
     """
 
-    def __init__(self, database_url: str, workdir: Path) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        workdir: Path,
+        *,
+        roles: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        mllp_port: int | None = None,
+    ) -> None:
         self.database_url = database_url
         self.workdir = workdir
+        self.roles = list(roles)
+        self.env = dict(env or {})
         self.http_port = free_port()
-        self.mllp_port = free_port()
+        self.mllp_port = mllp_port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60.0) -> float:
-        """Start and wait until ``GET /health`` is 200; returns the seconds that took."""
+        """Start and wait until ``GET /ready`` is 200; returns the seconds that took."""
         env = {
             **os.environ,
             "MEDHUB_DATABASE_URL": self.database_url,
@@ -261,11 +271,16 @@ class MedhubServer:
             # A benchmark is one client sending as fast as it can: no throttling.
             "MEDHUB_AUTH__RATE_LIMIT_PER_MINUTE": "100000000",
             "MEDHUB_AUTH__RATE_LIMIT_BURST": "1000000",
+            **self.env,
         }
+        command = [sys.executable, "-m", "medhub.cli", "serve"]
+        for role in self.roles:
+            command += ["--role", role]
+        self.workdir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         with (self.workdir / "server.log").open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "medhub.cli", "serve"],
+                command,
                 env=env,
                 cwd=self.workdir,
                 stdout=log,
@@ -276,7 +291,7 @@ class MedhubServer:
                 raise RuntimeError(f"medhub serve exited early:\n{self.log()}")
             try:
                 with FhirConnection(self.http_port) as http:
-                    if http.request("GET", "/health")[0] == 200:
+                    if http.request("GET", "/ready")[0] == 200:
                         return time.perf_counter() - started
             except OSError:
                 pass

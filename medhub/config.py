@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -69,6 +69,10 @@ class MllpSettings(BaseModel):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+    reuse_port: bool = Field(
+        default=False,
+        description="share the port with other medhub mllp processes on this host (SO_REUSEPORT)",
+    )
     validate_mapped: bool = False
     strict_structure: bool = False
     audit_events: bool = Field(
@@ -98,6 +102,14 @@ class DevicesSettings(BaseModel):
     """Device sample ingest: where samples are stored, spooled, and how clocks are judged."""
 
     spool_path: Path | None = DEFAULT_VAR_DIR / "sample-spool.db"
+
+    @field_validator("spool_path", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        """``MEDHUB_DEVICES__SPOOL_PATH=`` (empty) turns the spool off, as documented;
+        pydantic alone would read it as ``Path('.')``, the working directory."""
+        return None if value == "" else value
+
     max_clock_skew_seconds: float = Field(default=5.0, gt=0)
     retention_days: int = Field(default=30, ge=1)
     binding_refresh_seconds: float = Field(default=5.0, gt=0)
@@ -208,6 +220,16 @@ class SerialPortSettings(BaseModel):
     timezone: str = Field(default="UTC", description="the zone of the device's clock")
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry tracing (:mod:`medhub.tracing`); off while ``otlp_endpoint`` is unset."""
+
+    otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP traces endpoint, e.g. http://collector:4318/v1/traces"
+    )
+    service_name: str = "medhub"
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
 class Settings(BaseSettings):
     """Everything that can be configured; see the README's configuration table."""
 
@@ -250,6 +272,7 @@ class Settings(BaseSettings):
         description="amqp://user:password@host:port/vhost of RabbitMQ; unset: in-process bus",
     )
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     news2: News2Settings = Field(default_factory=News2Settings)
     prescribing: PrescribingSettings = Field(default_factory=PrescribingSettings)
     modbus_devices: list[ModbusDeviceSettings] = Field(default_factory=list)

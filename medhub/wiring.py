@@ -7,6 +7,9 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from medhub.adapters.group_commit import GroupCommitter
 from medhub.adapters.mllp_sender import MllpDestination, MllpSender, TlsClientOptions
@@ -22,10 +25,15 @@ from medhub.fhir.store import ResourceStore
 from medhub.fhir.write_rules import utc_now
 from medhub.hl7.inbound import Hl7Inbound
 from medhub.hl7.sql_units import sql_inbound_units
+from medhub.migrations import known_revisions, schema_revisions
 from medhub.wiring_alerts import AlertComponents, build_alerts
 from medhub.wiring_devices import DeviceComponents, build_devices, sample_store
+from medhub.wiring_metrics import scrape_collector
 from medhub.wiring_prescribing import hooked_api_store, load_knowledge
 from medhub.wiring_security import SecurityComponents, build_security
+
+#: The roles of ``medhub serve --role`` (:mod:`medhub.serve` says what each runs).
+ROLES: Final = ("api", "mllp", "devices", "worker")
 
 
 def _path(value: Path | None) -> str | None:
@@ -96,7 +104,8 @@ def _mllp_tls(settings: Settings) -> ssl.SSLContext | None:
         raise ConfigurationError(f"cannot load the MLLP TLS certificate or key: {exc}") from exc
 
 
-def build(settings: Settings) -> Components:
+def build(settings: Settings, roles: frozenset[str] = frozenset(ROLES)) -> Components:
+    """Everything ``serve`` may run; device transports only for the ``devices`` role."""
     store = make_store(settings)
     engine = store.engine
     units = sql_inbound_units(store, validate=settings.mllp.validate_mapped)
@@ -120,6 +129,7 @@ def build(settings: Settings) -> Components:
                 max_frame_bytes=settings.mllp.max_frame_bytes,
                 idle_timeout_seconds=settings.mllp.idle_timeout_seconds,
                 ssl_context=_mllp_tls(settings),
+                reuse_port=settings.mllp.reuse_port,
             ),
             handler=committer.submit,
             on_oversize=inbound.reject,
@@ -132,7 +142,9 @@ def build(settings: Settings) -> Components:
     ]
     samples = sample_store(settings)
     alerts = build_alerts(settings, store, samples)
-    devices = build_devices(settings, store, samples=samples, alerts=alerts.service)
+    devices = build_devices(
+        settings, store, samples=samples, alerts=alerts.service, transports="devices" in roles
+    )
     devices.ingest.add_listener(alerts.watch)
     if alerts.news2 is not None:
         devices.ingest.add_listener(alerts.news2)
@@ -160,7 +172,25 @@ def _database_health(store: SqlResourceStore) -> ComponentHealth:
     return ComponentHealth("up", store.engine.dialect.name)
 
 
-def api_context(components: Components) -> ApiContext:
+def _schema_health(store: SqlResourceStore) -> ComponentHealth:
+    try:
+        current, head = schema_revisions(store.engine)
+    except SQLAlchemyError as exc:
+        return ComponentHealth("down", f"cannot read the schema revision: {type(exc).__name__}")
+    if current == head:
+        return ComponentHealth("up", f"revision {head}")
+    if current is not None and current not in known_revisions():
+        # Newer than this code: a rolling upgrade migrated first and this replica is
+        # the old version still serving. Migrations add, they do not take away (docs/
+        # runbook.md), so it stays in service until it is replaced.
+        return ComponentHealth("up", f"schema at {current}, newer than this code's {head}")
+    return ComponentHealth("down", f"schema at {current or 'nothing'}, code needs {head}")
+
+
+def api_context(components: Components, roles: frozenset[str] = frozenset(ROLES)) -> ApiContext:
+    """What the HTTP side of a process serves, and what its ``/ready`` checks: the
+    database and schema always, the MLLP listener and MQTT only where this
+    process runs the role that needs them."""
     mllp = components.mllp
 
     def mllp_health() -> ComponentHealth:
@@ -171,7 +201,12 @@ def api_context(components: Components) -> ApiContext:
         except RuntimeError:
             return ComponentHealth("down", "not listening")
 
-    checks = {"database": lambda: _database_health(components.store), "mllp": mllp_health}
+    checks = {
+        "database": lambda: _database_health(components.store),
+        "schema": lambda: _schema_health(components.store),
+    }
+    if "mllp" in roles:
+        checks["mllp"] = mllp_health
     consumer = components.devices.mqtt if components.devices else None
 
     def mqtt_health() -> ComponentHealth:
@@ -181,11 +216,13 @@ def api_context(components: Components) -> ApiContext:
             return ComponentHealth("up", repr(consumer.connection.host))
         return ComponentHealth("down", str(consumer.stats.last_error or "not connected"))
 
-    checks["mqtt"] = mqtt_health
+    if "devices" in roles:
+        checks["mqtt"] = mqtt_health
     devices = components.devices
     knowledge = components.knowledge or load_knowledge(components.settings)
     secured = components.security or build_security(components.settings, components.store)
     context = ApiContext(
+        roles=roles,
         security=secured.security,
         access=secured.access,
         audit=secured.audit,
@@ -205,4 +242,14 @@ def api_context(components: Components) -> ApiContext:
     ingest = devices.ingest if devices else None
     connect_live(hub, ingest=ingest, alerts=alerts.service if alerts else None, bus=bus)
     context.live = hub
+    context.metrics = scrape_collector(  # the gauges /metrics reads at each scrape
+        store=components.store,
+        sample_engine=devices.samples.engine if devices else None,
+        destinations=[sender.destination.name for sender in components.senders],
+        committer=components.committer if "mllp" in roles else None,
+        mllp=mllp if "mllp" in roles else None,
+        alerts=components.alerts.service if components.alerts else None,
+        mqtt=consumer if "devices" in roles else None,
+        spool=devices.spool if devices and "devices" in roles else None,
+    )
     return context

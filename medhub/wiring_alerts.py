@@ -85,10 +85,22 @@ class AlertComponents:
     scorer: News2Service | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
-    def start(self) -> None:
+    def start(
+        self, *, relay: bool = True, device_checks: bool = True, escalation: bool = True
+    ) -> None:
+        """Start what this process's roles run (``medhub serve --role``).
+
+        ``device_checks`` (signal lost, NEWS2 re-scoring) need the detector state of
+        the process that ingests samples; ``escalation`` and the outbox purge work on
+        the database alone and are safe in any number of processes (rows are locked
+        with SKIP LOCKED); so is the relay.
+        """
         warm_alert_resources()
-        self.relay.start()
-        self._tasks.append(asyncio.create_task(self._checks(), name="alert-checks"))
+        if relay:
+            self.relay.start()
+        if device_checks or escalation:
+            task = self._checks(device_checks=device_checks, escalation=escalation)
+            self._tasks.append(asyncio.create_task(task, name="alert-checks"))
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -99,17 +111,19 @@ class AlertComponents:
         self._tasks.clear()
         await asyncio.to_thread(self.relay.stop)
 
-    async def _checks(self) -> None:
+    async def _checks(self, *, device_checks: bool, escalation: bool) -> None:
         """Signal lost, escalation of unanswered alerts, and old outbox receipts, periodically."""
         while True:
             now = datetime.now(UTC)
             try:
-                await asyncio.to_thread(self.watch.tick, now)
-                await asyncio.to_thread(
-                    self.service.escalate_due, now=now, after=self.escalate_after
-                )
-                await asyncio.to_thread(self._purge, now - self.keep_sent)
-                if self.news2 is not None:
+                if device_checks:
+                    await asyncio.to_thread(self.watch.tick, now)
+                if escalation:
+                    await asyncio.to_thread(
+                        self.service.escalate_due, now=now, after=self.escalate_after
+                    )
+                    await asyncio.to_thread(self._purge, now - self.keep_sent)
+                if device_checks and self.news2 is not None:
                     await asyncio.to_thread(self.news2.run_due, now)
             except Exception as exc:  # the store may be down; the next round retries
                 log.warning("alerts.checks_failed", reason=str(exc))

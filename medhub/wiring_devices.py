@@ -104,12 +104,17 @@ def build_devices(
     *,
     samples: SampleStore | None = None,
     alerts: AlertService | None = None,
+    transports: bool = True,
 ) -> DeviceComponents:
-    """Device ingest and its transports; ``alerts`` takes the alarms devices send over MQTT."""
+    """Device ingest and its transports; ``alerts`` takes the alarms devices send over MQTT.
+
+    ``transports=False`` (a process without the ``devices`` role): the registry and the
+    sample store for the API only; no spool file, no MQTT client, no pollers or readers.
+    """
     samples = samples or sample_store(settings)
     spool = None
     writer: SampleStore | SpoolingWriter = samples
-    if settings.devices.spool_path is not None:
+    if settings.devices.spool_path is not None and transports:
         spool = SpoolingWriter(samples, settings.devices.spool_path)
         writer = spool
     registry = DeviceRegistry(store)
@@ -120,7 +125,7 @@ def build_devices(
         binding_refresh_seconds=settings.devices.binding_refresh_seconds,
     )
     modbus = None
-    if settings.modbus_devices:
+    if settings.modbus_devices and transports:
         modbus = ModbusPoller(
             [
                 ModbusDevice(
@@ -136,7 +141,7 @@ def build_devices(
         )
     parsers = default_registry()
     serial = []
-    for port in settings.serial_ports:
+    for port in settings.serial_ports if transports else ():
         try:
             zone = ZoneInfo(port.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -156,7 +161,7 @@ def build_devices(
     if alerts is not None and settings.alerts.device_alarms:
         on_alerts = DeviceAlarmHandler(alerts, ingest)
     mqtt = None
-    if settings.mqtt_url is not None:
+    if settings.mqtt_url is not None and transports:
         mqtt = _mqtt(settings, ingest, registry, on_alerts)
     return DeviceComponents(
         samples, registry, ingest, spool, modbus, serial, mqtt, settings.devices.retention_days

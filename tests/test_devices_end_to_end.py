@@ -123,7 +123,7 @@ def test_mqtt_simulator_to_serve_over_the_real_broker(
     server.start()
     try:
         deadline = time.monotonic() + 30
-        while server.get("/health")[1]["components"]["mqtt"]["status"] != "up":
+        while server.get("/ready")[1]["components"]["mqtt"]["status"] != "up":
             assert time.monotonic() < deadline, server.log()
             time.sleep(0.2)
         simulate = subprocess.run(

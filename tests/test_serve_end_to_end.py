@@ -180,9 +180,11 @@ def test_adt_a01_over_mllp_then_the_patient_over_http(server: Server) -> None:
     assert patient["gender"] == "female"
     assert patient["address"][0]["city"] == "SPRINGFIELD"
     assert patient["telecom"][0]["value"] == "(217) 5551234"
-    status, health = server.get("/health")
-    assert health["components"]["database"]["status"] == "up"
-    assert health["components"]["mllp"]["status"] == "up"
+    status, ready = server.get("/ready")
+    assert status == 200
+    assert ready["components"]["database"]["status"] == "up"
+    assert ready["components"]["schema"]["status"] == "up"
+    assert ready["components"]["mllp"]["status"] == "up"
 
 
 def test_garbage_truncated_frames_and_bad_msh_get_answers_and_the_listener_serves_on(

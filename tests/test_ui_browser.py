@@ -73,7 +73,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     running.start()
     try:
         deadline = time.monotonic() + 30
-        while running.get("/health")[1]["components"]["mqtt"]["status"] != "up":
+        while running.get("/ready")[1]["components"]["mqtt"]["status"] != "up":
             assert time.monotonic() < deadline, running.log()
             time.sleep(0.2)
         yield running

@@ -74,6 +74,7 @@ class AmqpSink:
             content_type="application/json",
             delivery_mode=pika.DeliveryMode.Persistent,
             message_id=str(message.id),
+            correlation_id=message.correlation_id,
             type=message.topic,
             timestamp=int(message.created_at.timestamp()),
             app_id=self.app_id,

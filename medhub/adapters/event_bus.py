@@ -38,10 +38,12 @@ import structlog
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from medhub.correlation import continued
 from medhub.db.outbox import OutboxEventRow
 from medhub.errors import MedhubError
 from medhub.fhir.sql_store import SqlResourceStore
 from medhub.fhir.write_rules import utc_now
+from medhub.tracing import span
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +61,7 @@ class OutboxMessage:
     payload: str
     created_at: datetime
     attempts: int
+    correlation_id: str | None = None
 
     def body(self) -> dict[str, Any]:
         parsed: dict[str, Any] = orjson.loads(self.payload)
@@ -100,7 +103,13 @@ def claim(session: Session, *, now: datetime, lease: timedelta, limit: int) -> l
         row.next_attempt_at = now + lease
         claimed.append(
             OutboxMessage(
-                row.id, row.topic, row.routing_key, row.payload, row.created_at, row.attempts
+                row.id,
+                row.topic,
+                row.routing_key,
+                row.payload,
+                row.created_at,
+                row.attempts,
+                row.correlation_id,
             )
         )
     session.flush()
@@ -194,7 +203,11 @@ class OutboxRelay:
         sent: list[int] = []
         try:
             for message in messages:
-                self.sink.send(message)
+                with (
+                    continued(message.correlation_id),
+                    span("outbox.relay", **{"messaging.destination": message.topic}),
+                ):
+                    self.sink.send(message)
                 sent.append(message.id)
         except Exception as exc:
             self._failures += 1

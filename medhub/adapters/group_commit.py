@@ -45,6 +45,16 @@ class GroupCommitter:
         self._workers = workers
         self._queue: asyncio.Queue[_Group] | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._queued = 0
+
+    @property
+    def queued(self) -> int:
+        """Messages submitted and not yet taken into a batch (``/metrics``).
+
+        Above ``max_batch`` for long, the database is slower than the senders and
+        ACK latency grows with the queue.
+        """
+        return self._queued
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -63,6 +73,7 @@ class GroupCommitter:
         if self._queue is None:
             raise RuntimeError("the group committer is not started")
         group = _Group(items)
+        self._queued += len(items)
         await self._queue.put(group)
         return await group.done
 
@@ -76,6 +87,7 @@ class GroupCommitter:
                 groups.append(group)
                 size += len(group.items)
             batch = [item for group in groups for item in group.items]
+            self._queued -= len(batch)
             try:
                 outcomes = await asyncio.to_thread(self._process, batch)
             except Exception as exc:  # the processor answers errors itself; this is a bug

@@ -23,6 +23,10 @@ the injected factory (``SqlResourceStore.session``), each call one short
 transaction; nothing is held open across the network. Delivery is "at least
 once": a message whose outcome could not be recorded is sent again with the
 same MSH-10, which the partner's duplicate check recognises.
+
+Each recorded exchange counts in ``medhub_hl7_messages_total{direction="out",
+interface=<destination>}`` as ``sent``, ``retry`` or ``parked``, and the time
+from writing a message to reading its ACK in ``medhub_hl7_ack_seconds``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import asyncio
 import contextlib
 import random
 import ssl
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -40,6 +45,7 @@ from typing import TypeVar
 import structlog
 from sqlalchemy.orm import Session
 
+from medhub.correlation import continued
 from medhub.errors import ConfigurationError, MedhubError
 from medhub.hl7.mllp_framing import FramingProblem, MllpDecoder, encode_frame
 from medhub.hl7.outbound_policy import AckVerdict, RetryPolicy, backoff_delay, judge_ack
@@ -52,6 +58,8 @@ from medhub.hl7.outbound_queue import (
     park,
     record_failure,
 )
+from medhub.metrics import HL7_ACK_SECONDS, HL7_MESSAGES
+from medhub.tracing import span
 
 log = structlog.get_logger(__name__)
 
@@ -171,6 +179,10 @@ class MllpSender:
         self._connect_failures = 0
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        name = destination.name
+        outcomes = ("sent", "retry", "parked")
+        self._counted = {s: HL7_MESSAGES.labels("out", name, s) for s in outcomes}
+        self._ack_seconds = HL7_ACK_SECONDS.labels("out", name)
 
     async def start(self) -> None:
         self._stopping.clear()
@@ -231,8 +243,13 @@ class MllpSender:
         )
         if claimed is None:
             return False
-        verdict, ack = await self._exchange(claimed)
-        await self._record(claimed, verdict, ack)
+        with (
+            continued(claimed.correlation_id),  # the logs name the work that queued it
+            span("mllp.outbound", **{"medhub.destination": self.destination.name}) as traced,
+        ):
+            verdict, ack = await self._exchange(claimed)
+            traced.set_attribute("hl7.ack_code", verdict.ack_code or "")
+            await self._record(claimed, verdict, ack)
         return True
 
     async def _connect(self, due: OutboundMessage) -> bool:
@@ -284,9 +301,11 @@ class MllpSender:
             )
             connection.ready.clear()
         try:
+            sent_at = time.perf_counter()
             connection.writer.write(encode_frame(message.message))
             await asyncio.wait_for(connection.writer.drain(), timeout)
             ack = await asyncio.wait_for(connection.read_frame(), timeout)
+            self._ack_seconds.observe(time.perf_counter() - sent_at)
         except TimeoutError:
             await self._drop()
             return AckVerdict("retry", "", f"no ACK within {timeout:g} s", echoes=False), None
@@ -335,7 +354,9 @@ class MllpSender:
                 error=str(exc),
             )
             return
-        event = {"sent": "mllp_out.sent", "parked": "mllp_out.parked"}.get(status, "mllp_out.retry")
+        outcome = status if status in ("sent", "parked") else "retry"
+        self._counted[outcome].inc()
+        event = f"mllp_out.{outcome}"
         log.info(
             event,
             destination=name,

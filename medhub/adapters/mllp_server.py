@@ -13,6 +13,11 @@ connection is closed after the timeout, a connection closed mid-frame is
 logged with the bytes lost (the sender has no ACK for it, so it resends), a
 failed TLS handshake is logged, and a crash while handling one connection
 closes that connection only.
+
+Each answered message counts in ``medhub_hl7_messages_total{direction="in"}``
+by its status, and its ACK latency (the frame's last byte read to its ACK
+written, the group commit inside) in ``medhub_hl7_ack_seconds``: per group,
+with label children bound once per server.
 """
 
 from __future__ import annotations
@@ -20,14 +25,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import structlog
 
 from medhub.errors import Hl7Location, Issue, MessageParseError
 from medhub.hl7.inbound import InboundOutcome
+from medhub.hl7.message_log import Status
 from medhub.hl7.mllp_framing import FramingProblem, MllpDecoder, encode_frame
+from medhub.metrics import HL7_ACK_SECONDS, HL7_MESSAGES
 
 log = structlog.get_logger(__name__)
 
@@ -43,19 +52,33 @@ class MllpServerConfig:
     max_frame_bytes: int = 4 * 1024 * 1024
     idle_timeout_seconds: float = 300.0
     ssl_context: ssl.SSLContext | None = None
+    #: Let several ``medhub serve --role mllp`` processes on one host share the port
+    #: (SO_REUSEPORT: the kernel spreads new connections over them). Off by default so
+    #: a second medhub started by mistake fails to bind instead of taking half the traffic.
+    reuse_port: bool = False
 
 
 class MllpServer:
     """Serves MLLP on one port; ``start()`` binds, ``close()`` stops and waits for connections."""
 
     def __init__(
-        self, config: MllpServerConfig, handler: GroupHandler, on_oversize: OversizeHandler
+        self,
+        config: MllpServerConfig,
+        handler: GroupHandler,
+        on_oversize: OversizeHandler,
+        *,
+        interface: str = "mllp",
     ) -> None:
+        """``interface``: the ``interface`` label of this listener's metrics."""
         self.config = config
         self._handler = handler
         self._on_oversize = on_oversize
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._counted = {
+            status: HL7_MESSAGES.labels("in", interface, status) for status in get_args(Status)
+        }
+        self._ack_seconds = HL7_ACK_SECONDS.labels("in", interface)
 
     @property
     def port(self) -> int:
@@ -75,6 +98,7 @@ class MllpServer:
             self.config.port,
             ssl=self.config.ssl_context,
             limit=READ_CHUNK,
+            reuse_port=self.config.reuse_port or None,
             ssl_handshake_timeout=30 if self.config.ssl_context else None,
         )
         log.info(
@@ -144,27 +168,40 @@ class MllpServer:
                 else:
                     log.info("mllp.disconnected", peer=peer)
                 return
+            arrived = time.perf_counter()
             group: list[tuple[bytes, str]] = []
             for item in decoder.feed(data):
                 if isinstance(item, bytes):
                     group.append((item, peer))
                     continue
-                await self._answer_group(group, writer)
+                await self._answer_group(group, writer, arrived)
                 group = []
                 outcome = await self._problem(item, peer)
-                if outcome is not None and outcome.ack is not None:
-                    writer.write(encode_frame(outcome.ack))
-            await self._answer_group(group, writer)
+                if outcome is not None:
+                    if outcome.ack is not None:
+                        writer.write(encode_frame(outcome.ack))
+                    self._account([outcome], arrived)
+            await self._answer_group(group, writer, arrived)
             await writer.drain()
 
     async def _answer_group(
-        self, group: list[tuple[bytes, str]], writer: asyncio.StreamWriter
+        self, group: list[tuple[bytes, str]], writer: asyncio.StreamWriter, arrived: float
     ) -> None:
         if not group:
             return
-        for outcome in await self._handler(group):
+        outcomes = await self._handler(group)
+        for outcome in outcomes:
             if outcome.ack is not None:
                 writer.write(encode_frame(outcome.ack))
+        self._account(outcomes, arrived)
+
+    def _account(self, outcomes: Sequence[InboundOutcome], arrived: float) -> None:
+        """Count the outcomes by status and time their ACKs (one clock read per group)."""
+        elapsed = time.perf_counter() - arrived
+        for outcome in outcomes:
+            self._counted[outcome.status].inc()
+            if outcome.ack is not None:
+                self._ack_seconds.observe(elapsed)
 
     async def _problem(self, item: FramingProblem, peer: str) -> InboundOutcome | None:
         if item.kind == "junk":

@@ -43,6 +43,7 @@ from structlog.typing import FilteringBoundLogger
 from medhub.devices.register_map import Block, Function, ReadRequest, RegisterMap, decode_poll
 from medhub.devices.samples import Sample, SampleSink
 from medhub.errors import ConfigurationError, MedhubError, StoreUnavailableError
+from medhub.metrics import SAMPLES_INGESTED, count_rejected
 
 _log = structlog.get_logger("medhub.adapters.modbus")
 
@@ -254,6 +255,7 @@ class ModbusPoller:
         self._store_backoff = store_backoff
         self._grace = shutdown_grace
         self._stopping = asyncio.Event()
+        self._ingested = SAMPLES_INGESTED.labels("modbus")
         self.stats: dict[str, DeviceStats] = {}
         self._links: dict[Endpoint, _Link] = {}
         self._runs: list[_DeviceRun] = []
@@ -385,6 +387,7 @@ class ModbusPoller:
                 run.log.warning("modbus_store_unavailable", error=str(exc), retry_in=delay)
             except MedhubError as exc:
                 run.stats.samples_rejected += len(reading.samples)
+                count_rejected("modbus", "store-refused", len(reading.samples))
                 run.log.error("modbus_samples_rejected", error=str(exc))
                 return
             except Exception:
@@ -392,6 +395,7 @@ class ModbusPoller:
                 run.log.exception("modbus_store_failed", retry_in=delay)
             else:
                 run.stats.samples_stored += len(reading.samples)
+                self._ingested.inc(len(reading.samples))
                 return
             if await self._stopped_within(delay):
                 run.stats.samples_lost_at_shutdown += len(reading.samples)

@@ -38,6 +38,7 @@ from medhub.devices.mqtt_payload import (
 )
 from medhub.devices.samples import Sample
 from medhub.errors import MedhubError
+from medhub.metrics import count_rejected
 
 log = structlog.get_logger("medhub.adapters.mqtt")
 
@@ -127,10 +128,12 @@ class BatchDecoder:
                 device_id = parse_topic(item.topic, prefix=self.topic_prefix).device_id
                 self._decode_one(item, device_id, decoded)
             except MedhubError as exc:
-                self._reject(item, device_id, exc.message, 1, decoded, whole=True)
+                code = exc.issues[0].code if exc.issues else exc.fhir_issue_code
+                self._reject(item, device_id, exc.message, 1, decoded, whole=True, code=code)
             except Exception as exc:  # a decoder bug: this message only, never the consumer
                 log.exception("mqtt.decoder_error", topic=item.topic[:200])
-                self._reject(item, device_id, f"decoder error: {exc!r}", 1, decoded, whole=True)
+                reason = f"decoder error: {exc!r}"
+                self._reject(item, device_id, reason, 1, decoded, whole=True, code="parser-error")
         return decoded
 
     def _decode_one(self, item: Inbound, device_id: str, decoded: Decoded) -> None:
@@ -151,7 +154,8 @@ class BatchDecoder:
             where = ",".join(first.expression)
             reason = f"{len(issues)} {what}(s) refused; {where}: {first.message}"
             # nothing of the message was usable: it counts as a rejected message
-            self._reject(item, device_id, reason, len(issues), decoded, whole=not taken)
+            count, whole = len(issues), not taken
+            self._reject(item, device_id, reason, count, decoded, whole=whole, code=first.code)
 
     def _reject(
         self,
@@ -162,7 +166,10 @@ class BatchDecoder:
         decoded: Decoded,
         *,
         whole: bool = False,
+        code: str = "invalid",
     ) -> None:
+        """``code``: the FHIR issue type, the ``reason`` of ``medhub_samples_rejected_total``."""
+        count_rejected("mqtt", code, count)
         stats = self.stats
         stats.messages_rejected += whole
         stats.samples_rejected += count

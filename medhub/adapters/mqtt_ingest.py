@@ -85,6 +85,7 @@ from medhub.adapters.mqtt_handlers import (
 )
 from medhub.devices.samples import SampleSink
 from medhub.errors import StoreUnavailableError
+from medhub.metrics import SAMPLES_INGESTED
 
 __all__ = ["IngestOptions", "MqttIngest", "MqttIngestStats", "registry_status_handler"]
 
@@ -177,6 +178,7 @@ class MqttIngest:
             _DECODED_BATCHES
         )
         self._threads: list[threading.Thread] = []
+        self._ingested = SAMPLES_INGESTED.labels("mqtt")
         self._client = make_client(connection, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -206,6 +208,11 @@ class MqttIngest:
     @property
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    @property
+    def queued(self) -> int:
+        """Messages received and waiting to be decoded (``/metrics``: a consumer falling behind)."""
+        return self._queue.qsize()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Store and ack what was received, then disconnect.
@@ -379,6 +386,7 @@ class MqttIngest:
                 self.stats.batches += 1
                 self.stats.messages += len(batch)
                 self.stats.samples += len(decoded.samples)
+                self._ingested.inc(len(decoded.samples))
             finally:
                 with self._lock:
                     self._in_progress -= len(parts)

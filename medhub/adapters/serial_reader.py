@@ -53,6 +53,7 @@ import structlog
 from medhub.devices.line_parsers import LineParser
 from medhub.devices.samples import Sample, SampleSink
 from medhub.errors import MedhubError, StoreUnavailableError
+from medhub.metrics import SAMPLES_INGESTED, count_rejected
 
 _TERMINATOR: Final = re.compile(rb"[\r\n]")
 
@@ -136,6 +137,7 @@ class SerialIngest:
         self.splitter = LineSplitter(max_line_bytes)
         self.stats = ReaderStats()
         self.log = logger or structlog.get_logger("medhub.serial")
+        self._ingested = SAMPLES_INGESTED.labels("serial")
         # (sample, when its line was read, the device clock when the line was sent)
         self._pending: deque[tuple[Sample, datetime, datetime | None]] = deque()
         self._lock = threading.Lock()
@@ -181,11 +183,13 @@ class SerialIngest:
             for _ in range(overflow):
                 self._pending.popleft()
             self.stats.dropped += overflow
+            count_rejected("serial", "overflow", overflow)
             self.log.error("serial.samples_dropped", dropped=overflow, limit=self.max_pending)
 
     def _reject(self, reason: str, message: str, line: SplitLine) -> None:
         with self._lock:
             self.stats.rejected[reason] += 1
+        count_rejected("serial", reason.partition(":")[0])  # the issue code, not where
         self.log.warning("serial.line_rejected", reason=reason, error=message, line=line.data[:200])
 
     def flush(self) -> bool:
@@ -204,12 +208,14 @@ class SerialIngest:
             except MedhubError as exc:
                 self.log.error("serial.batch_refused", error=str(exc), samples=count)
                 self.stats.dropped += count
+                count_rejected("serial", "store-refused", count)
             except Exception as exc:  # untranslated driver errors: assume transient
                 self.stats.store_failures += 1
                 self.log.error("serial.store_failed", error=repr(exc), pending=self.pending)
                 return False
             else:
                 self.stats.stored += count
+                self._ingested.inc(count)
             for _ in range(count):
                 self._pending.popleft()
         return True

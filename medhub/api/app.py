@@ -17,6 +17,7 @@ from medhub.api import (
     fhir_search_routes,
     health,
     hl7_routes,
+    metrics_route,
     news2_routes,
     prescription_routes,
     ui_pages,
@@ -24,8 +25,10 @@ from medhub.api import (
 from medhub.api.audit import install_audit
 from medhub.api.deps import ApiContext
 from medhub.api.fhir_format import negotiate
+from medhub.api.fhir_metrics import FhirRequestMetrics
 from medhub.api.live import install_live
 from medhub.api.outcomes import install_error_handlers
+from medhub.api.request_context import RequestContext
 from medhub.api.security import area_guard, fhir_guard, require
 
 #: Headers on every answer (OWASP secure headers): no sniffing, no framing, no referrer,
@@ -74,6 +77,7 @@ def create_app(
     install_error_handlers(app)
     fhir = [Depends(fhir_guard)]
     app.include_router(health.router)
+    app.include_router(metrics_route.router)  # open like /health: Prometheus has no user token
     app.include_router(auth_routes.router)
     app.include_router(fhir_capabilities.router)  # /fhir/metadata before /fhir/{type}
     app.include_router(fhir_routes.router, dependencies=fhir)
@@ -92,6 +96,7 @@ def create_app(
     install_live(app, context)
     if context.audit is not None:
         install_audit(app, context.audit)
+    app.add_middleware(FhirRequestMetrics)  # outside the audit: counts the status sent
     app.add_middleware(SecurityHeaders, hsts=hsts)
     if cors_origins:
         app.add_middleware(
@@ -99,6 +104,27 @@ def create_app(
             allow_origins=cors_origins,
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "If-Match", "If-None-Exist", "Prefer"],
-            expose_headers=["ETag", "Location", "Last-Modified", "X-Medhub-Warnings"],
+            expose_headers=[
+                "ETag",
+                "Location",
+                "Last-Modified",
+                "X-Medhub-Warnings",
+                "X-Request-ID",
+            ],
         )
+    app.add_middleware(RequestContext)  # outermost: everything inside logs under the id
+    return app
+
+
+def create_ops_app(context: ApiContext) -> FastAPI:
+    """The HTTP side of a process that does not run the ``api`` role (``medhub serve
+    --role mllp|devices|worker``): liveness, readiness and metrics for the
+    orchestrator and Prometheus, and no patient data at all."""
+    app = FastAPI(title="medhub", version=__version__, docs_url=None, redoc_url=None)
+    app.state.context = context
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(metrics_route.router)  # open like /health: Prometheus has no user token
+    app.add_middleware(SecurityHeaders, hsts=False)
+    app.add_middleware(RequestContext)
     return app

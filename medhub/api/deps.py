@@ -15,6 +15,7 @@ from medhub.devices.registry import DeviceRegistry
 from medhub.fhir.sql_store import SqlResourceStore
 from medhub.fhir.store import ResourceStore
 from medhub.hl7.inbound import Hl7Inbound
+from medhub.metrics import ScrapeCollector
 from medhub.timeseries.sample_store import SampleStore
 
 if TYPE_CHECKING:  # security imports this module for ApiContext
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # security imports this module for ApiContext
 
 @dataclass(frozen=True, slots=True)
 class ComponentHealth:
-    """The state of one configured component, as ``/health`` reports it."""
+    """The state of one configured component, as ``/ready`` reports it."""
 
     status: Literal["up", "down", "disabled"]
     detail: str = ""
@@ -40,7 +41,10 @@ class ApiContext:
     """Everything the HTTP API needs, wired by :mod:`medhub.cli`."""
 
     store: ResourceStore
+    #: What ``/ready`` checks, by component name.
     health_checks: dict[str, HealthCheck] = field(default_factory=dict)
+    #: The roles this process runs (``medhub serve --role``), as ``/health`` reports them.
+    roles: frozenset[str] = frozenset({"api", "mllp", "devices", "worker"})
     inbound: Hl7Inbound | None = None
     sql_store: SqlResourceStore | None = None
     devices: DeviceRegistry | None = None
@@ -60,6 +64,8 @@ class ApiContext:
     audit: AuditTrail | None = None
     #: The dashboards' live feed (None: the app makes one fed by ``alerts`` alone).
     live: LiveHub | None = None
+    #: Gauges read at each ``/metrics`` scrape (queue depths, pool use; None: event metrics only).
+    metrics: ScrapeCollector | None = None
 
 
 def get_context(request: Request) -> ApiContext:

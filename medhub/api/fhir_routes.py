@@ -41,6 +41,7 @@ from medhub.api.fhir_format import (
     prefer_return,
     read_json_body,
 )
+from medhub.api.fhir_metrics import note_interaction
 from medhub.api.fhir_search_routes import searchset
 from medhub.api.outcomes import operation_outcome
 from medhub.api.security import check_patient
@@ -228,6 +229,8 @@ def system_history(request: Request, context: ContextDep) -> Response:
 async def batch_or_transaction(request: Request, context: ContextDep) -> Response:
     """POST a batch or transaction Bundle to the base (FHIR R4 http.html#transaction)."""
     bundle = await read_json_body(request)
+    transaction = isinstance(bundle, dict) and bundle.get("type") == "transaction"
+    note_interaction(request, "transaction" if transaction else "batch")
     await run_in_threadpool(guard_bundle, request, context, bundle)
     outcome = await run_in_threadpool(process_bundle, context.store.unit_of_work, bundle)
     # Written resources are echoed only on request (a 5,000-entry load need not come back).

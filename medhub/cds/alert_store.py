@@ -34,23 +34,25 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from medhub.cds import alerts as lifecycle
-from medhub.cds.alarm_codes import DETECTOR_CONDITIONS, Transition
+from medhub.cds.alarm_codes import DETECTOR_CONDITIONS, Priority, Transition
 from medhub.cds.alert_edges import AlertEdge, StreamSource, edge_of
 from medhub.cds.alert_resources import alert_event as alert_event
 from medhub.cds.alert_resources import alert_payload as alert_payload
 from medhub.cds.alert_resources import flag_resource, observation_resource
 from medhub.cds.alert_rows import AlertRow as AlertRow
 from medhub.cds.alert_rows import finite, new_row, store_state, view
-from medhub.cds.alerts import OPEN_STATES, Alert, AlertState
+from medhub.cds.alerts import OPEN_STATES, SEVERITY_OF, Alert, AlertState, Severity
 from medhub.clinical.vital_codes import device_vital
+from medhub.correlation import continued, current_correlation_id
 from medhub.db.outbox import SqlEventOutbox
 from medhub.errors import NotFoundError
 from medhub.fhir.sql_store import SqlResources, SqlResourceStore
 from medhub.fhir.write_rules import utc_now
+from medhub.metrics import ALERTS
 
 if TYPE_CHECKING:  # the detector pulls in numba, which migrations need not load
     from medhub.cds.detector import AlarmEvent
@@ -124,8 +126,11 @@ class AlertService:
                 else:
                     alert = self._resolve(session, resources, edge, patient)
                 if alert is not None:
-                    outbox.enqueue(alert_event(alert), now=now)
-                    self._tell(session, alert)
+                    # The alert's events and reports carry the id of the work that raised
+                    # it (a request, an HL7 message) or, from device ingest, the alert's id.
+                    with continued(current_correlation_id() or alert.id):
+                        outbox.enqueue(alert_event(alert), now=now)
+                        self._tell(session, alert)
                     changed.append(alert)
         self._committed(changed)
         return changed
@@ -168,8 +173,9 @@ class AlertService:
             for row in rows:
                 alert = lifecycle.escalate(view(row), now=now)
                 store_state(row, alert)
-                outbox.enqueue(alert_event(alert), now=now)
-                self._tell(session, alert)
+                with continued(alert.id):
+                    outbox.enqueue(alert_event(alert), now=now)
+                    self._tell(session, alert)
                 escalated.append(alert)
         self._committed(escalated)
         return escalated
@@ -193,6 +199,24 @@ class AlertService:
         with self.store.session() as session:
             return [view(row) for row in session.scalars(query)]
 
+    def open_counts(self) -> dict[tuple[Severity, AlertState], int]:
+        """Open alerts by severity and state, every pair present (``/metrics``).
+
+        Zeros are reported, not left out: an alerting rule on a series that
+        vanishes when the last alert closes would never see it return to 0.
+        """
+        counts = {(s, state): 0 for s in SEVERITY_OF.values() for state in OPEN_STATES}
+        query = (
+            select(AlertRow.priority, AlertRow.state, func.count())
+            .where(AlertRow.state.in_(OPEN_STATES))
+            .group_by(AlertRow.priority, AlertRow.state)
+        )
+        with self.store.session() as session:
+            for priority, state, count in session.execute(query):
+                key = (SEVERITY_OF[Priority(priority)], state)
+                counts[key] = counts.get(key, 0) + int(count)
+        return counts
+
     def open_alerts(self, *, patient_id: str | None = None) -> list[Alert]:
         """Open alerts (raised, acknowledged, escalated), oldest first."""
         query = select(AlertRow).where(AlertRow.state.in_(OPEN_STATES))
@@ -208,6 +232,8 @@ class AlertService:
             self._on_change(session, alert)
 
     def _committed(self, changed: Sequence[Alert]) -> None:
+        for alert in changed:  # a handful per batch: the lookup is cheap here
+            ALERTS.labels(alert.severity, alert.state).inc()
         if self._on_commit is not None and changed:
             self._on_commit()
         for listener in self.change_listeners if changed else ():

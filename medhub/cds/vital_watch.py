@@ -19,6 +19,7 @@ paging again while it flaps across its limit (``ack_silence``).
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -30,6 +31,7 @@ from medhub.cds.alert_store import AlertService
 from medhub.cds.alerts import Alert
 from medhub.cds.detector import AlarmEvent, Detector, StreamKey, to_us
 from medhub.cds.vital_limits import LimitPolicy
+from medhub.metrics import DETECTOR_SAMPLES, DETECTOR_SECONDS
 from medhub.timeseries.records import SampleRecord
 
 log = structlog.get_logger(__name__)
@@ -79,7 +81,11 @@ class VitalWatch:
                     self._registered.add(key)
                     source = (key.vital, key.device_id, key.channel)
                     self._by_source.setdefault(source, []).append(key)
-            events = self._latched(self._detector.process_records(watched))
+            started = time.perf_counter()
+            detected = self._detector.process_records(watched)
+            DETECTOR_SECONDS.observe(time.perf_counter() - started)
+            DETECTOR_SAMPLES.inc(len(watched))
+            events = self._latched(detected)
             latest = max(record.corrected_time for record in watched)
             events += self._latch.due(to_us(latest))
         self._apply(events)

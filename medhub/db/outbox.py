@@ -16,9 +16,10 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import BigInteger, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Index, Integer, String, Text, func, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from medhub.correlation import current_correlation_id
 from medhub.db.base import MYSQL_TABLE_OPTIONS, Base, LongText, UtcDateTime
 
 AutoId = BigInteger().with_variant(Integer(), "sqlite")
@@ -37,6 +38,9 @@ class OutboxEventRow(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: The id of the work that raised the event (:mod:`medhub.correlation`); the AMQP
+    #: message carries it as its ``correlation_id`` property.
+    correlation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_outbox_event_pending", "status", "next_attempt_at"),
@@ -75,5 +79,25 @@ class SqlEventOutbox:
                 status="pending",
                 attempts=0,
                 next_attempt_at=now,
+                correlation_id=current_correlation_id(),
             )
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvents:
+    """Events of one topic not yet confirmed by the broker, and since when the oldest waits."""
+
+    topic: str
+    events: int
+    oldest: datetime
+
+
+def pending_events(session: Session) -> list[PendingEvents]:
+    """Pending outbox events per topic (``/metrics``): a broker that is down shows here first."""
+    query = (
+        select(OutboxEventRow.topic, func.count(), func.min(OutboxEventRow.created_at))
+        .where(OutboxEventRow.status == "pending")
+        .group_by(OutboxEventRow.topic)
+    )
+    return [PendingEvents(topic, int(n), oldest) for topic, n, oldest in session.execute(query)]

@@ -22,6 +22,7 @@ from medhub.errors import (
     PreconditionFailedError,
     UnsupportedMediaError,
 )
+from medhub.fhir.key_locks import criteria_lock_names
 from medhub.fhir.search import parse_search
 from medhub.fhir.store import Resources, StoredResource
 
@@ -63,7 +64,15 @@ def find_matches(
     query = parse_search(resource_type, pairs)
     query.count = 2
     query.with_total = False
-    return resources.search(query).resources
+    found = resources.search(query).resources
+    if found:
+        return found
+    # What follows may create (If-None-Exist, conditional update): hold the search's name
+    # until commit and look again, so two servers cannot both find nothing and both create
+    # (medhub.fhir.key_locks).
+    if resources.lock_keys(criteria_lock_names(resource_type, pairs)):
+        return resources.search(query).resources
+    return []
 
 
 def _one_or_none(

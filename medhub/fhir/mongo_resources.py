@@ -9,6 +9,7 @@ also recorded in an undo log that :meth:`MongoResources.undo` plays back.
 
 from __future__ import annotations
 
+import collections.abc
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -199,6 +200,22 @@ class MongoResources:
                 if not known:
                     raise NotFoundError(f"{resource_type}/{resource_id} is not known")
         return [stored_resource(d) for d in documents]
+
+    def lock_keys(self, names: collections.abc.Collection[str]) -> bool:
+        """In a transaction: write and remove a ``key_locks`` document per name, so a
+        second transaction locking it fails with a write conflict (ConcurrentWriteError,
+        retried by callers) instead of both creating. Without transactions (a standalone
+        server) MongoDB cannot hold a lock for a unit of work and this does nothing:
+        concurrent find-or-create there may create twice (documented in
+        :mod:`medhub.fhir.mongo_store`)."""
+        if self._session is None:
+            return True
+        locks = self._resources.database["key_locks"]
+        with translated_errors():
+            for name in sorted(names):
+                locks.insert_one({"_id": name}, session=self._session)
+                locks.delete_one({"_id": name}, session=self._session)
+        return True
 
     def search(self, query: SearchQuery) -> SearchResult:
         """One page of current matches, the total and the includes (see mongo_search)."""

@@ -9,7 +9,7 @@ caller's transaction. Concurrent updates of one resource are serialised with
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -44,6 +44,7 @@ from medhub.errors import (
     NotFoundError,
     StoreUnavailableError,
 )
+from medhub.fhir.key_locks import hold_keys
 from medhub.fhir.search import SearchQuery
 from medhub.fhir.sql_index_rows import INDEX_CORE, index_rows
 from medhub.fhir.sql_search import run_search, stored_resource
@@ -171,6 +172,7 @@ class SqlResources:
         self._copy = dialect == "postgresql"
         self._pending = _PendingWrites()
         self._known: dict[tuple[str, str], StoredResource | None] = {}
+        self._locked: set[str] = set()
         flushers: list[Callable[[], None]] = session.info.setdefault(FLUSHERS_KEY, [])
         flushers.append(self.flush)
 
@@ -311,10 +313,17 @@ class SqlResources:
         try:
             yield
             self.flush()
-        except BaseException:
+        except BaseException as exc:
             self._pending = _PendingWrites()
             self._known.clear()
-            nested.rollback()
+            try:
+                nested.rollback()
+            except SQLAlchemyError:
+                if isinstance(exc, ConcurrentWriteError):
+                    # MariaDB ends the whole transaction on a deadlock, savepoint and all:
+                    # the caller's retry of the transaction is what is wanted, not this error.
+                    raise exc from None
+                raise
             raise
         nested.commit()
 
@@ -367,6 +376,13 @@ class SqlResources:
         if not rows and resource_id is not None and since is None:
             raise NotFoundError(f"{resource_type}/{resource_id} is not known")
         return [stored_resource(row) for row in rows]
+
+    def lock_keys(self, names: Collection[str]) -> bool:
+        wanted = set(names) - self._locked
+        if wanted:
+            hold_keys(self._connection, wanted)
+            self._locked |= wanted
+        return self._lock_rows  # SQLite: BEGIN IMMEDIATE already made this unit the only writer
 
     def search(self, query: SearchQuery) -> SearchResult:
         if query.includes or any(c.kind in ("chain", "has") for c in query.criteria):

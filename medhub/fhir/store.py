@@ -7,6 +7,7 @@ only after "the message and its effects" are durable (DESIGN.md, reliability).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -118,6 +119,18 @@ class Resources(Protocol):
 
     def search(self, query: SearchQuery) -> SearchResult:
         """Current, non-deleted resources matching every criterion."""
+
+    def lock_keys(self, names: Collection[str]) -> bool:
+        """Hold ``names`` until this unit of work ends; another unit locking one waits.
+
+        True when another unit may have committed since this one last looked (it
+        waited, or cannot tell): search again. False where writers are serialised
+        anyway (SQLite's single writer) and nothing can have changed.
+
+        Find-or-create (HL7 identifiers, FHIR ``If-None-Exist``) locks its key
+        before the search, so two processes cannot both find nothing and both
+        create (:mod:`medhub.fhir.key_locks`).
+        """
 
     def referencing(self, target_type: str, target_id: str) -> list[StoredResource]:
         """Current, non-deleted resources with any indexed reference to ``target_type/target_id``.

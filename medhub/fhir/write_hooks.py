@@ -21,7 +21,7 @@ composition root (DESIGN.md's dependency rule).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, Protocol
@@ -135,6 +135,9 @@ class HookedResources:
 
     def referencing(self, target_type: str, target_id: str) -> list[StoredResource]:
         return self.inner.referencing(target_type, target_id)
+
+    def lock_keys(self, names: Collection[str]) -> bool:
+        return self.inner.lock_keys(names)
 
     def prefetch(self, keys: Iterable[tuple[str, str]]) -> None:
         """Pass a Bundle's read-ahead on to stores that have one."""

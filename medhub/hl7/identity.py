@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from medhub.errors import ConflictError, Hl7Location, Issue
+from medhub.fhir.key_locks import identifier_lock_name
 from medhub.fhir.search import Criterion, SearchQuery, TokenValue
 from medhub.fhir.store import Resources, StoredResource
 
@@ -43,7 +44,14 @@ def find_by_identifiers(
     query = SearchQuery(
         resource_type, [Criterion(param, "token", values)], count=10, with_total=False
     )
-    return resources.search(query).resources
+    found = resources.search(query).resources
+    if found:
+        return found
+    # Nothing yet, and the caller will create it: hold the names until commit and look
+    # again, so another process cannot find nothing too and create a second one. Names
+    # already stored (the busy ward's Location) never take the lock.
+    names = [identifier_lock_name(resource_type, param, v.system, v.code or "") for v in values]
+    return resources.search(query).resources if resources.lock_keys(names) else []
 
 
 def merge_resource(existing: dict[str, Any], incoming: dict[str, Any]) -> dict[str, Any]:

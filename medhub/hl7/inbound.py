@@ -24,12 +24,13 @@ import hashlib
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 import structlog
 
+from medhub.correlation import correlated, new_correlation_id
 from medhub.db.outbox import EventOutbox
 from medhub.errors import (
     ConcurrentWriteError,
@@ -47,6 +48,7 @@ from medhub.hl7.dispatch import applier_for, message_key
 from medhub.hl7.er7 import Message, declared_charset, decode_er7, parse_er7
 from medhub.hl7.message_log import LoggedMessage, MessageLog, Status
 from medhub.hl7.structure_validation import check_structure
+from medhub.tracing import span
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +94,8 @@ class _Item:
     message: Message | None = None
     error: MedhubError | None = None
     status: Status = "accepted"
+    #: Bound while the message is applied, stored in its log row (:mod:`medhub.correlation`).
+    correlation_id: str = field(default_factory=new_correlation_id)
 
     @property
     def sender(self) -> str:
@@ -212,7 +216,11 @@ class Hl7Inbound:
         assert message is not None
         guard = unit.savepoint() if isolated else contextlib.nullcontext()
         try:
-            with guard:
+            with (
+                correlated(item.correlation_id),
+                span("hl7.inbound", **{"hl7.message_type": message_key(message)}),
+                guard,
+            ):
                 applied = unit.messages.applied_hash(item.sender, message.control_id)
                 if applied == item.digest:
                     item.status = "duplicate"
@@ -284,6 +292,7 @@ class Hl7Inbound:
                 ack_code=item.error.hl7_ack_code if item.error else "AA",
                 raw=item.raw,
                 error=item.error.message if item.error else None,
+                correlation_id=item.correlation_id,
             )
         )
 
@@ -302,6 +311,7 @@ class Hl7Inbound:
         if error is None:
             log.info(
                 "hl7.inbound.accepted",
+                correlation_id=item.correlation_id,
                 peer=item.peer,
                 sender=item.sender,
                 control_id=item.header.control_id,
@@ -324,6 +334,7 @@ class Hl7Inbound:
         ]
         log.warning(
             "hl7.inbound.refused",
+            correlation_id=item.correlation_id,
             peer=item.peer,
             sender=item.sender,
             control_id=item.header.control_id,

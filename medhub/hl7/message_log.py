@@ -42,6 +42,8 @@ class Hl7MessageRow(Base):
     ack_code: Mapped[str] = mapped_column(String(2))
     error: Mapped[str | None] = mapped_column(LongText, nullable=True)
     raw: Mapped[bytes] = mapped_column(LongBlob)
+    #: The id the message's processing ran under (:mod:`medhub.correlation`).
+    correlation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_hl7_message_sender_control", "sender", "control_id"),
@@ -82,6 +84,7 @@ class LoggedMessage:
     ack_code: str
     raw: bytes
     error: str | None = None
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,7 @@ class SqlMessageLog:
             ack_code=entry.ack_code,
             error=entry.error,
             raw=entry.raw,
+            correlation_id=entry.correlation_id,
         )
         self.session.add(row)
 

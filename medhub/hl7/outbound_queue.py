@@ -39,6 +39,7 @@ from sqlalchemy import Index, Integer, String, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from medhub.correlation import current_correlation_id
 from medhub.db.base import MYSQL_TABLE_OPTIONS, Base, LongBlob, LongText, UtcDateTime
 from medhub.errors import ConflictError, InputError, Issue, NotFoundError
 from medhub.fhir.sql_tables import AutoId
@@ -67,6 +68,8 @@ class Hl7OutboundRow(Base):
     ack_code: Mapped[str | None] = mapped_column(String(2), nullable=True)
     ack: Mapped[bytes | None] = mapped_column(LongBlob, nullable=True)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    #: The id of the work that queued it (:mod:`medhub.correlation`), for the sender's logs.
+    correlation_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         # The claim: the oldest pending message of one destination.
@@ -94,6 +97,7 @@ class OutboundMessage:
     ack_code: str | None
     ack: bytes | None
     sent_at: datetime | None
+    correlation_id: str | None = None
 
 
 _STATUS: Final[dict[str, Status]] = {status: status for status in STATUSES}
@@ -114,6 +118,7 @@ def view(row: Hl7OutboundRow) -> OutboundMessage:
         ack_code=row.ack_code,
         ack=row.ack,
         sent_at=row.sent_at,
+        correlation_id=row.correlation_id,
     )
 
 
@@ -139,6 +144,7 @@ def enqueue(session: Session, *, destination: str, message: bytes, now: datetime
         status="pending",
         attempts=0,
         next_attempt_at=now,
+        correlation_id=current_correlation_id(),
     )
     try:
         with session.begin_nested():
@@ -306,6 +312,37 @@ def resend(session: Session, message_id: int, *, now: datetime) -> OutboundMessa
     row.ack_code, row.ack = None, None
     session.flush()
     return view(row)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """How many messages of one destination are in one status, and since when the oldest."""
+
+    destination: str
+    status: Status
+    messages: int
+    oldest: datetime
+
+
+def queue_depths(session: Session) -> list[QueueDepth]:
+    """Pending and parked messages per destination (``/metrics``); sent ones are history.
+
+    One ``GROUP BY`` over ``ix_hl7_outbound_queue`` (destination, status, id).
+    """
+    query = (
+        select(
+            Hl7OutboundRow.destination,
+            Hl7OutboundRow.status,
+            func.count(),
+            func.min(Hl7OutboundRow.created_at),
+        )
+        .where(Hl7OutboundRow.status.in_(("pending", "parked")))
+        .group_by(Hl7OutboundRow.destination, Hl7OutboundRow.status)
+    )
+    return [
+        QueueDepth(destination, status, int(count), oldest)
+        for destination, status, count, oldest in session.execute(query)
+    ]
 
 
 def get_message(session: Session, message_id: int) -> OutboundMessage:

@@ -344,8 +344,10 @@ def test_the_relay_connects_to_rabbitmq_before_the_first_alert(
             [alert] = alerts.apply([start("p1")])
             wait_for(lambda: not pending(store), "the alert to be confirmed", timeout=WOKEN_WITHIN)
             relay.stop()
-        method, _properties, body = rabbit.basic_get(queue=queue, auto_ack=True)
+        method, properties, body = rabbit.basic_get(queue=queue, auto_ack=True)
         assert method is not None and orjson.loads(body)["alert_id"] == alert.id
+        # Raised by device ingest (no request or message): the alert's id correlates its events.
+        assert properties.correlation_id == alert.id
         assert len(connections) == 1  # the alert went out on the connection opened at start
     finally:
         relay.stop()

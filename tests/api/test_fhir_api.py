@@ -104,7 +104,7 @@ def test_a_deleted_resource_reads_as_gone(client: TestClient, store: SqlResource
     assert response.json()["issue"][0]["code"] == "deleted"
 
 
-def test_health_reports_each_component_and_503_when_one_is_down() -> None:
+def test_ready_reports_each_component_and_503_when_one_is_down_while_health_stays_up() -> None:
     engine = make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none?connect_timeout=1")
     store = SqlResourceStore(engine)
 
@@ -120,12 +120,16 @@ def test_health_reports_each_component_and_503_when_one_is_down() -> None:
         health_checks={"database": database, "amqp": lambda: ComponentHealth("disabled")},
     )
     with TestClient(create_app(context)) as client:
-        response = client.get("/health")
+        response = client.get("/ready")
+        liveness = client.get("/health")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "down"
     assert body["components"]["database"]["status"] == "down"
     assert body["components"]["amqp"]["status"] == "disabled"
+    # Liveness does not depend on the database: an outage must not restart every replica.
+    assert liveness.status_code == 200
+    assert liveness.json()["status"] == "up"
 
 
 def test_a_store_outage_during_a_read_is_503_not_500() -> None:

@@ -123,6 +123,7 @@ def test_without_credentials_patient_data_is_401_but_metadata_and_health_are_ope
         assert response.json()["issue"][0]["code"] == "login"
     assert site.client.get("/fhir/metadata").status_code == 200
     assert site.client.get("/health").status_code == 200
+    assert site.client.get("/ready").status_code == 200
 
 
 def test_a_forged_or_expired_token_is_401(site: Site) -> None:
