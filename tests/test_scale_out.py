@@ -323,6 +323,7 @@ def publish_samples(prefix: str) -> int:
     return DEVICES * MQTT_MESSAGES_PER_DEVICE * SAMPLES_PER_MESSAGE
 
 
+@pytest.mark.timeout(600)  # eight interpreters start on two cores before the load begins
 def test_two_of_each_role_process_a_mixed_load_exactly_once(
     cluster: dict[str, Any], partner: Partner
 ) -> None:
