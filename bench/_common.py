@@ -108,7 +108,7 @@ def fresh_mariadb() -> Iterator[str]:
 
 
 def analyze(url: str) -> str:
-    """Collect planner statistics on medhub's tables (what autovacuum / ANALYZE would do).
+    """Collect planner statistics on medhub's tables (what autovacuum would do).
 
     Returns the statement run. PostgreSQL plans the search subqueries badly on
     tables that were never analysed; this server runs with autovacuum off, so
@@ -119,7 +119,9 @@ def analyze(url: str) -> str:
     if backend == "sqlite":
         statement = "ANALYZE"
     elif backend == "postgresql":
-        statement = "ANALYZE " + ", ".join(tables)
+        # VACUUM too, as autovacuum does for insert-only tables (PostgreSQL 13+): it sets
+        # the visibility map that index-only scans of the search indexes rely on.
+        statement = "VACUUM ANALYZE " + ", ".join(tables)
     else:
         statement = "ANALYZE TABLE " + ", ".join(f"`{t}`" for t in tables)
     engine = create_engine(url, isolation_level="AUTOCOMMIT")

@@ -67,7 +67,8 @@ class TokenIndexRow(Base):
     text: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     __table_args__ = (
-        Index("ix_fhir_idx_token_lookup", "res_type", "param", "code"),
+        # Covering: a code's matches come from the index alone (migration 0012).
+        Index("ix_fhir_idx_token_lookup", "res_type", "param", "code", "system", "res_id"),
         Index("ix_fhir_idx_token_owner", "res_id", "res_type"),
         MYSQL_TABLE_OPTIONS,
     )
@@ -101,7 +102,9 @@ class DateIndexRow(Base):
     high: Mapped[datetime] = mapped_column(UtcDateTime)
 
     __table_args__ = (
-        Index("ix_fhir_idx_date_lookup", "res_type", "param", "low"),
+        Index("ix_fhir_idx_date_lookup", "res_type", "param", "low", "res_id"),
+        # ge/gt/sa compare ``high``: a range scan instead of every row of the param.
+        Index("ix_fhir_idx_date_high", "res_type", "param", "high", "res_id"),
         Index("ix_fhir_idx_date_owner", "res_id", "res_type"),
         MYSQL_TABLE_OPTIONS,
     )
