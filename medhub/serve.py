@@ -92,6 +92,9 @@ async def _start(components: Components, roles: frozenset[str]) -> None:
             await sender.start()
     if "devices" in roles and components.devices is not None:
         await components.devices.start()
+    for live in (components.live_publisher, components.live_feed):
+        if live is not None:
+            live.start()
     if components.alerts is not None and roles & {"devices", "worker"}:
         components.alerts.start(
             relay=True, device_checks="devices" in roles, escalation="worker" in roles
@@ -99,6 +102,9 @@ async def _start(components: Components, roles: frozenset[str]) -> None:
 
 
 async def _stop(components: Components, roles: frozenset[str]) -> None:
+    for live in (components.live_feed, components.live_publisher):
+        if live is not None:
+            await asyncio.to_thread(live.stop)
     if "mllp" in roles and components.mllp is not None:
         await components.mllp.close()
     if "worker" in roles:

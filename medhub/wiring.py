@@ -12,6 +12,7 @@ from typing import Final
 from sqlalchemy.exc import SQLAlchemyError
 
 from medhub.adapters.group_commit import GroupCommitter
+from medhub.adapters.live_broker import LiveBrokerFeed, LiveVitalsPublisher
 from medhub.adapters.mllp_sender import MllpDestination, MllpSender, TlsClientOptions
 from medhub.adapters.mllp_server import MllpServer, MllpServerConfig, server_ssl_context
 from medhub.api.deps import ApiContext, ComponentHealth
@@ -84,6 +85,9 @@ class Components:
     api_store: ResourceStore | None = None
     knowledge: KnowledgeBase | None = None
     security: SecurityComponents | None = None
+    #: Split roles: live readings out of a devices process / into an api process.
+    live_publisher: LiveVitalsPublisher | None = None
+    live_feed: LiveBrokerFeed | None = None
 
 
 def _mllp_tls(settings: Settings) -> ssl.SSLContext | None:
@@ -146,6 +150,11 @@ def build(settings: Settings, roles: frozenset[str] = frozenset(ROLES)) -> Compo
         settings, store, samples=samples, alerts=alerts.service, transports="devices" in roles
     )
     devices.ingest.add_listener(alerts.watch)
+    publisher = None
+    if "devices" in roles and split_from_devices(roles) and settings.amqp_url is not None:
+        # For the dashboards of api processes elsewhere (live_feed below).
+        publisher = LiveVitalsPublisher(settings.amqp_url.get_secret_value())
+        devices.ingest.add_listener(publisher)
     if alerts.news2 is not None:
         devices.ingest.add_listener(alerts.news2)
     knowledge = load_knowledge(settings)
@@ -161,6 +170,30 @@ def build(settings: Settings, roles: frozenset[str] = frozenset(ROLES)) -> Compo
         api_store=hooked_api_store(settings, store, knowledge),
         knowledge=knowledge,
         security=build_security(settings, store),
+        live_publisher=publisher,
+    )
+
+
+def split_from_devices(roles: frozenset[str]) -> bool:
+    """The API and device ingest run in different processes (deploy/'s profiles)."""
+    return ("api" in roles) != ("devices" in roles)
+
+
+def live_feed(settings: Settings, hub: LiveHub, roles: frozenset[str]) -> LiveBrokerFeed | None:
+    """The ``api`` process's view of what ``devices`` and ``worker`` processes do, over
+    RabbitMQ (:mod:`medhub.adapters.live_broker`); None when ingest and alerts happen here.
+
+    Then every alert change reaches the hub from the broker only, acknowledgements
+    made here included: one path, so an older event cannot overtake a newer one.
+    """
+    if "api" not in roles or not split_from_devices(roles) or settings.amqp_url is None:
+        return None
+    return LiveBrokerFeed(
+        settings.amqp_url.get_secret_value(),
+        events_exchange=settings.alerts.exchange,
+        on_readings=hub.readings,
+        on_alert=hub.alert_changed,
+        on_notification=hub.outbox_event,
     )
 
 
@@ -237,10 +270,13 @@ def api_context(components: Components, roles: frozenset[str] = frozenset(ROLES)
         alerts=components.alerts.service if components.alerts else None,
         news2=components.alerts.scorer if components.alerts else None,
     )
-    alerts, hub = components.alerts, LiveHub()  # the dashboards' live feed (/ws)
-    bus = alerts.bus if alerts else None
-    ingest = devices.ingest if devices else None
-    connect_live(hub, ingest=ingest, alerts=alerts.service if alerts else None, bus=bus)
+    hub = LiveHub()  # the dashboards' live feed (/ws)
+    components.live_feed = live_feed(components.settings, hub, roles)
+    if components.live_feed is None:  # everything the dashboards show happens in this process
+        alerts = components.alerts
+        bus = alerts.bus if alerts else None
+        ingest = devices.ingest if devices else None
+        connect_live(hub, ingest=ingest, alerts=alerts.service if alerts else None, bus=bus)
     context.live = hub
     context.metrics = scrape_collector(  # the gauges /metrics reads at each scrape
         store=components.store,

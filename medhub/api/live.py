@@ -40,7 +40,7 @@ from medhub.api.deps import ApiContext
 from medhub.api.permissions import Role
 from medhub.cds.alert_store import AlertService, alert_payload
 from medhub.cds.alerts import Alert
-from medhub.timeseries.records import SampleRecord
+from medhub.timeseries.records import SampleRecord, newest_by_patient
 
 log = structlog.get_logger(__name__)
 
@@ -93,11 +93,27 @@ class Subscription:
 class OutboxMessageLike(Protocol):
     """What the in-process bus hands its subscribers (``adapters.event_bus.OutboxMessage``)."""
 
-    id: int
-    topic: str
-    created_at: datetime
+    @property
+    def id(self) -> int: ...
+    @property
+    def topic(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
 
     def body(self) -> dict[str, Any]: ...
+
+
+class ReadingLike(Protocol):
+    """A reading from another process (``adapters.live_broker.LiveReading``)."""
+
+    @property
+    def value(self) -> float: ...
+    @property
+    def unit(self) -> str: ...
+    @property
+    def time(self) -> datetime: ...
+    @property
+    def device(self) -> str: ...
 
 
 class IngestLike(Protocol):
@@ -193,26 +209,36 @@ class LiveHub:
         """The device-ingest listener: the newest reading per patient and vital of a batch."""
         if not self.listening:
             return
-        latest: dict[str, dict[str, Reading]] = {}
-        for record in records:
-            if record.patient_id is None:
-                continue  # a device bound to nobody: no patient's tile shows it
-            readings = latest.setdefault(record.patient_id, {})
-            known = readings.get(record.vital)
-            if known is None or known.time <= record.corrected_time:
-                readings[record.vital] = Reading(
-                    record.value, record.unit, record.corrected_time, record.device_id
-                )
+        latest = {
+            patient: {
+                vital: Reading(r.value, r.unit, r.corrected_time, r.device_id)
+                for vital, r in vitals.items()
+            }
+            for patient, vitals in newest_by_patient(records).items()
+        }
         if latest:
             self._hand_over(self._merge_vitals, latest)
+
+    def readings(self, latest: Mapping[str, Mapping[str, ReadingLike]]) -> None:
+        """Newest readings another process ingested (:mod:`medhub.adapters.live_broker`)."""
+        if not self.listening:
+            return
+        converted = {
+            patient: {v: Reading(r.value, r.unit, r.time, r.device) for v, r in vitals.items()}
+            for patient, vitals in latest.items()
+        }
+        if converted:
+            self._hand_over(self._merge_vitals, converted)
 
     def alerts(self, changed: Sequence[Alert]) -> None:
         """The alert service's change listener (after commit)."""
         for alert in changed:
-            payload = alert_payload(alert)
-            self.publish(
-                LiveEvent(f"alert.{alert.state}", alert.patient_id, "alerts", {"alert": payload})
-            )
+            self.alert_changed(f"alert.{alert.state}", alert_payload(alert))
+
+    def alert_changed(self, topic: str, payload: Mapping[str, Any]) -> None:
+        """One alert change (``alert.raised`` …) as ``/api/v1/alerts`` shows the alert."""
+        patient = _patient_id(payload.get("patient"))
+        self.publish(LiveEvent(topic, patient, "alerts", {"alert": dict(payload)}))
 
     def outbox_event(self, message: OutboxMessageLike) -> None:
         """An in-process bus subscriber: outbox events that become notifications."""

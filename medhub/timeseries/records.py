@@ -13,6 +13,7 @@ second, and a frozen dataclass costs several times more to build.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
@@ -46,3 +47,19 @@ class Bucket:
     mean: float
     minimum: float
     maximum: float
+
+
+def newest_by_patient(records: Sequence[SampleRecord]) -> dict[str, dict[str, SampleRecord]]:
+    """Patient -> vital -> the newest record of a batch (by corrected time), for live tiles.
+
+    Records of devices bound to nobody are left out: no patient's tile shows them.
+    """
+    latest: dict[str, dict[str, SampleRecord]] = {}
+    for record in records:
+        if record.patient_id is None:
+            continue
+        vitals = latest.setdefault(record.patient_id, {})
+        known = vitals.get(record.vital)
+        if known is None or known.corrected_time <= record.corrected_time:
+            vitals[record.vital] = record
+    return latest
