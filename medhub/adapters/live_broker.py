@@ -25,6 +25,7 @@ is not thread-safe).
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -139,8 +140,35 @@ def _close_quietly(connection: Any) -> None:
         pass
 
 
-class LiveVitalsPublisher:
+class _Worker(ABC):
+    """A daemon thread running :meth:`_run` until :meth:`stop` (both classes below)."""
+
+    name = "live"
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    @abstractmethod
+    def _run(self) -> None:
+        """The thread's loop; returns once ``self._stop`` is set."""
+
+
+class LiveVitalsPublisher(_Worker):
     """Device-ingest listener: newest readings to ``medhub.live`` once per ``interval``."""
+
+    name = "live-publisher"
 
     def __init__(
         self,
@@ -150,14 +178,13 @@ class LiveVitalsPublisher:
         interval: float = 1.0,
         timeout: float = 5.0,
     ) -> None:
+        super().__init__()
         self.parameters = _parameters(url, timeout)
         self.exchange = exchange
         self.interval = interval
         self.published = 0
         self._pending: dict[str, dict[str, SampleRecord]] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._connection: Any = None
         self._channel: Any = None
         self._failing = False
@@ -175,16 +202,8 @@ class LiveVitalsPublisher:
                     if known is None or known.corrected_time <= record.corrected_time:
                         pending[vital] = record
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="live-publisher", daemon=True)
-        self._thread.start()
-
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        super().stop(timeout)
         _close_quietly(self._connection)
         self._connection = self._channel = None
 
@@ -238,8 +257,10 @@ class LiveVitalsPublisher:
                 log.exception("live.publisher_step_failed")
 
 
-class LiveBrokerFeed:
+class LiveBrokerFeed(_Worker):
     """Consumes live readings and outbox events for one API process's hub."""
+
+    name = "live-feed"
 
     def __init__(
         self,
@@ -253,6 +274,7 @@ class LiveBrokerFeed:
         timeout: float = 5.0,
         backoff_max: float = 30.0,
     ) -> None:
+        super().__init__()
         self.parameters = _parameters(url, timeout)
         self.events_exchange = events_exchange
         self.live_exchange = live_exchange
@@ -261,9 +283,7 @@ class LiveBrokerFeed:
         self.on_notification = on_notification
         self.backoff_max = backoff_max
         self.received = 0
-        self._stop = threading.Event()
         self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
 
     @property
     def connected(self) -> bool:
@@ -272,17 +292,6 @@ class LiveBrokerFeed:
 
     def wait_connected(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="live-feed", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
 
     def deliver(self, exchange: str, properties: Any, body: bytes) -> None:
         """One delivered message to the right callback (also what tests call directly)."""
