@@ -140,18 +140,18 @@ class DeviceIngest:
             timeline = timelines.get(device_id)
             for sample in device_samples:
                 corrected = sample.device_time + state.offset
-                records.append(
+                records.append(  # positional: a keyword call costs more per sample
                     SampleRecord(
-                        device_id=device_id,
-                        vital=sample.vital,
-                        channel=sample.channel or "",
-                        device_time=sample.device_time,
-                        corrected_time=corrected,
-                        received_at=received_at,
-                        value=sample.value,
-                        unit=sample.unit,
-                        patient_id=timeline.patient_at(corrected) if timeline else None,
-                        mdc_code=sample.mdc_code,
+                        device_id,
+                        sample.vital,
+                        sample.channel or "",
+                        sample.device_time,
+                        corrected,
+                        received_at,
+                        sample.value,
+                        sample.unit,
+                        timeline.patient_at(corrected) if timeline else None,
+                        sample.mdc_code,
                     )
                 )
         inserted = self._writer.write(records)

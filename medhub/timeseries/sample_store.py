@@ -34,6 +34,8 @@ _COLUMNS: Final = (
     "mdc_code",
 )
 _COLUMN_LIST: Final = ", ".join(_COLUMNS)
+if SampleRecord._fields != _COLUMNS:  # COPY writes records as rows (_write_postgres)
+    raise ImportError("SampleRecord's fields must be vital_sample's columns, in order")
 _MAX_BUCKETS: Final = 10_000
 _MAX_SAMPLES: Final = 100_000
 
@@ -163,21 +165,9 @@ class SampleStore:
         whole, so it is rolled back and the batch goes through the staging table
         and ``ON CONFLICT DO NOTHING``, which stores only the new samples.
         """
-        rows = [
-            (
-                r.device_id,
-                r.vital,
-                r.channel,
-                r.device_time,
-                r.corrected_time,
-                r.received_at,
-                r.value,
-                r.unit,
-                r.patient_id,
-                r.mdc_code,
-            )
-            for r in records
-        ]
+        # A SampleRecord is a tuple in the table's column order (checked at import):
+        # COPY takes it as it is, without a second tuple per sample (~1 us each).
+        rows = records if isinstance(records, list) else list(records)
         raw = self.engine.raw_connection()
         try:
             cursor = raw.cursor()
@@ -487,7 +477,7 @@ ON CONFLICT (patient_id, vital, minute) DO UPDATE SET
 """
 
 
-def _copy_rows(cursor: Any, table: str, rows: list[tuple[Any, ...]]) -> None:
+def _copy_rows(cursor: Any, table: str, rows: Sequence[tuple[Any, ...]]) -> None:
     with cursor.copy(f"COPY {table} ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(_PG_TYPES)
         for row in rows:
