@@ -105,7 +105,9 @@ class DateIndexRow(Base):
         Index("ix_fhir_idx_date_lookup", "res_type", "param", "low", "res_id"),
         # ge/gt/sa compare ``high``: a range scan instead of every row of the param.
         Index("ix_fhir_idx_date_high", "res_type", "param", "high", "res_id"),
-        Index("ix_fhir_idx_date_owner", "res_id", "res_type"),
+        # Also the probe of a date criterion that does not drive the search
+        # (``code=…&date=…``): answered from the index alone (migration 0012).
+        Index("ix_fhir_idx_date_owner", "res_id", "res_type", "param", "high", "low"),
         MYSQL_TABLE_OPTIONS,
     )
 

@@ -10,7 +10,10 @@ the dates of each. With ``system`` and ``res_id`` in the token lookup index the
 code's rows come from the index alone instead of 10,000 heap fetches, and a
 second date index led by ``high`` (what ``ge``/``gt``/``sa`` compare) with
 ``res_id`` lets the date side be a range scan: PostgreSQL p50 77 -> 28 ms on
-100,000 Observations, measured before this revision was written.
+100,000 Observations, measured before this revision was written. SQLite has no
+hash join and probes the date of each of the code's rows instead: the date
+owner index now also holds ``param, high, low``, so each probe is answered from
+the index (SQLite p50 55 -> 30 ms in process; PostgreSQL unchanged).
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_fhir_idx_date_high", ["res_type", "param", "high", "res_id"], unique=False
         )
+    _swap("fhir_idx_date", "ix_fhir_idx_date_owner", ["res_id", "res_type", "param", "high", "low"])
 
 
 def downgrade() -> None:
+    _swap("fhir_idx_date", "ix_fhir_idx_date_owner", ["res_id", "res_type"])
     with op.batch_alter_table("fhir_idx_date") as batch_op:
         batch_op.drop_index("ix_fhir_idx_date_high")
     _swap("fhir_idx_date", "ix_fhir_idx_date_lookup", ["res_type", "param", "low"])
