@@ -376,6 +376,12 @@ def _build(shape: Shape) -> SearchStatements:
             .offset(bindparam("offset", type_=Integer))
         )
     total = select(func.count()).select_from(source).where(where)
+    if driver is not None and not criteria:
+        # Index rows exist only for the current version of resources not deleted
+        # (a delete clears them), so the driver's distinct ids *are* the matches:
+        # counting them skips a lookup of each match's wide row in fhir_resource
+        # (1,245 for ``code=…&date=ge…`` on 100,000 Observations).
+        total = select(func.count()).select_from(driver)
     return SearchStatements(page, total if with_total else None)
 
 

@@ -227,6 +227,12 @@ def test_index_rows_follow_updates_and_deletes(loaded: SqlResourceStore) -> None
         resources.delete("Observation", "bmi")
     assert ids(loaded, "Observation", ("code", "39156-5")) == []
     assert ids(loaded, "Patient", ("_has:Observation:patient:code", "39156-5")) == []
+    # The total of an index-driven search counts the index rows' ids alone: a deleted
+    # resource must not be among them (its rows are cleared with the delete).
+    assert run(loaded, "Observation", ("code", "39156-5")).total == 0
+    assert run(loaded, "Observation", ("subject", "Patient/example")).total == len(
+        ids(loaded, "Observation", ("subject", "Patient/example"))
+    )
 
 
 def test_errors_name_the_parameter() -> None:
