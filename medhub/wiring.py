@@ -188,12 +188,14 @@ def live_feed(settings: Settings, hub: LiveHub, roles: frozenset[str]) -> LiveBr
     """
     if "api" not in roles or not split_from_devices(roles) or settings.amqp_url is None:
         return None
+    hub.feed_live = False  # until the feed has connected: pages say "not live" meanwhile
     return LiveBrokerFeed(
         settings.amqp_url.get_secret_value(),
         events_exchange=settings.alerts.exchange,
         on_readings=hub.readings,
         on_alert=hub.alert_changed,
         on_notification=hub.outbox_event,
+        on_state=hub.feed_state,
     )
 
 

@@ -92,7 +92,8 @@ def test_an_api_process_shows_vitals_a_devices_process_ingested(tmp_path: Path) 
     try:
         assert feed.wait_connected(30)
         with client, client.websocket_connect(f"/ws?access_token={token}") as ws:
-            assert ws.receive_json()["type"] == "hello"
+            hello = ws.receive_json()
+            assert hello["type"] == "hello" and hello["live"] is True  # the feed is up
             now = datetime.now(UTC)
             publisher(
                 [SampleRecord("mon-9", "heart-rate", "0", now, now, now, 77.0, "/min", patient)]

@@ -270,6 +270,7 @@ class LiveBrokerFeed(_Worker):
         on_readings: ReadingsCallback,
         on_alert: AlertCallback,
         on_notification: NotificationCallback,
+        on_state: Callable[[bool], None] | None = None,
         live_exchange: str = LIVE_EXCHANGE,
         timeout: float = 5.0,
         backoff_max: float = 30.0,
@@ -281,6 +282,7 @@ class LiveBrokerFeed(_Worker):
         self.on_readings = on_readings
         self.on_alert = on_alert
         self.on_notification = on_notification
+        self.on_state = on_state
         self.backoff_max = backoff_max
         self.received = 0
         self._ready = threading.Event()
@@ -321,6 +323,14 @@ class LiveBrokerFeed(_Worker):
         created = datetime.fromtimestamp(stamp, UTC) if stamp else datetime.now(UTC)
         self.on_notification(BrokerEvent(event_id, topic, created, payload))
 
+    def _tell(self, live: bool) -> None:
+        if self.on_state is None:
+            return
+        try:
+            self.on_state(live)
+        except Exception:  # telling the pages must not end the feed
+            log.exception("live.state_listener_failed")
+
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
@@ -346,18 +356,20 @@ class LiveBrokerFeed(_Worker):
                         log.exception("live.event_failed")
 
                 channel.basic_consume(queue=name, on_message_callback=on_message, auto_ack=True)
+                self._tell(True)  # before ready: whoever waited on ready sees the hub live
                 self._ready.set()
                 if failures:
                     log.info("live.feed_restored")
                 failures = 0
                 while not self._stop.is_set():
                     connection.process_data_events(time_limit=0.2)
-            except (AMQPError, OSError) as exc:
+            except Exception as exc:  # AMQP, socket, or anything else: retry, never die quietly
                 self._ready.clear()
                 failures += 1
                 delay = min(self.backoff_max, 0.5 * 2 ** (failures - 1))
                 if failures == 1:  # dashboards stop updating: say so once per outage
                     log.warning("live.feed_lost", error=str(exc) or type(exc).__name__)
+                    self._tell(False)
                 self._stop.wait(delay)
             finally:
                 self._ready.clear()

@@ -22,6 +22,9 @@ Events (``type``):
   after its transaction committed.
 * ``notification.new``: a new prescription (to pharmacists and physicians) or
   a critical lab result (to nurses and physicians), from the outbox events.
+* ``feed.state``: ``live`` false when this server lost the broker feed that
+  brings other processes' vitals and alerts (split roles), true when it is
+  back; to every client, so no page shows stale tiles as if they were live.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class LiveEvent:
     area: str
     data: Mapping[str, Any]
     audience: frozenset[Role] | None = None
+    #: About the feed itself, no patient data: every connected client gets it.
+    broadcast: bool = False
 
     def message(self) -> dict[str, Any]:
         return {"type": self.type, "patient": self.patient, **self.data}
@@ -178,6 +183,8 @@ class LiveHub:
         self._pending: dict[str, dict[str, Reading]] = {}
         self._last_sent: dict[str, float] = {}
         self._scheduled: set[str] = set()
+        #: False while the broker feed of a split deployment is down (``feed.state``).
+        self.feed_live = True
 
     # -- clients (on the event loop) ---------------------------------------------------
 
@@ -229,6 +236,16 @@ class LiveHub:
         }
         if converted:
             self._hand_over(self._merge_vitals, converted)
+
+    def feed_state(self, live: bool) -> None:
+        """The broker feed connected (True) or was lost (False): tell every page."""
+        if live == self.feed_live:
+            return
+        self.feed_live = live
+        text = "live" if live else "server lost its live feed: vitals and alerts may be stale"
+        self.publish(
+            LiveEvent("feed.state", None, "Observation", {"live": live, "text": text}, None, True)
+        )
 
     def alerts(self, changed: Sequence[Alert]) -> None:
         """The alert service's change listener (after commit)."""

@@ -63,6 +63,8 @@ class Client:
     sent_patients: set[str] = field(default_factory=set)
 
     async def may_see(self, event: LiveEvent) -> bool:
+        if event.broadcast:  # about the feed, not a patient
+            return True
         principal = self.principal
         if not principal.can(event.area, "read"):
             return False
@@ -169,13 +171,14 @@ async def _drain(websocket: WebSocket) -> None:
             await websocket.receive_text()
 
 
-def _hello(principal: Principal) -> dict[str, Any]:
+def _hello(principal: Principal, hub: LiveHub) -> dict[str, Any]:
     units = sorted(principal.care_units) if principal.care_units is not None else ["*"]
     return {
         "type": "hello",
         "subject": principal.subject,
         "role": principal.role,
         "units": units,
+        "live": hub.feed_live,  # a page opened during a feed outage must say so at once
     }
 
 
@@ -200,7 +203,7 @@ async def live_socket(websocket: WebSocket) -> None:
     sender = asyncio.create_task(_send_events(websocket, subscription, client))
     reader = asyncio.create_task(_drain(websocket))
     try:
-        await websocket.send_json(_hello(principal))
+        await websocket.send_json(_hello(principal, hub))
         done, _ = await asyncio.wait({sender, reader}, return_when=asyncio.FIRST_COMPLETED)
         if sender in done and not sender.cancelled() and sender.exception() is None:
             code, reason = sender.result()

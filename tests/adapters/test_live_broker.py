@@ -229,6 +229,8 @@ def test_the_feed_comes_back_after_the_broker_connection_is_lost(
     with TcpProxy(AMQP_HOST, AMQP_PORT) as proxy:
         proxied = f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F"
         feed = received.feed(proxied, events, live)
+        states: list[bool] = []
+        feed.on_state = states.append
         publisher = LiveVitalsPublisher(broker_url, exchange=live, interval=0.05)
         feed.start()
         try:
@@ -243,6 +245,8 @@ def test_the_feed_comes_back_after_the_broker_connection_is_lost(
                 lambda: any("p3" in batch for batch in received.readings),
                 "a reading after the reconnect",
             )
+            # The hub is told each change, so the pages can say the feed was down.
+            assert states[:3] == [True, False, True]
         finally:
             publisher.stop()
             feed.stop()

@@ -284,6 +284,26 @@ def test_the_socket_needs_a_session_a_live_role_and_our_origin(site: Site) -> No
     assert _closed_with(site.client, "/ws", headers={"Origin": "https://evil.example"}) == 4403
 
 
+def test_every_page_hears_when_the_server_loses_its_live_feed(site: Site) -> None:
+    """Split roles: with the broker feed down, tiles would freeze looking live. A unit-bound
+    nurse (who gets no event about no patient) must still be told, and a page opened
+    during the outage must say so in its hello."""
+    site.login("nurse-icu")
+    cookie = site.client.cookies.get(SESSION_COOKIE)
+    site.client.cookies.clear()
+    with site.client.websocket_connect(f"/ws?access_token={cookie}") as socket:
+        assert socket.receive_json()["live"] is True
+        site.hub.feed_state(False)
+        lost = socket.receive_json()
+        assert (lost["type"], lost["live"], lost["patient"]) == ("feed.state", False, None)
+        with site.client.websocket_connect(f"/ws?access_token={cookie}") as late:
+            assert late.receive_json()["live"] is False
+        site.hub.feed_state(False)  # no news: nothing sent
+        site.hub.feed_state(True)
+        back = socket.receive_json()
+        assert (back["type"], back["live"]) == ("feed.state", True)
+
+
 def test_the_socket_closes_when_its_token_expires(site: Site) -> None:
     token = site.token("nurse", frozenset({"ICU"}), ttl=timedelta(seconds=2))
     site.client.cookies.clear()

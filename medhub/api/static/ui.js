@@ -269,8 +269,13 @@
 
   function onEvent(message) {
     if (message.type === "hello") {
-      setStatus("live", "live");
       retry = 1000;
+      if (message.live === false) setStatus("lost", "not live: the server's live feed is down");
+      else setStatus("live", "live");
+    } else if (message.type === "feed.state") {
+      // The server lost (or regained) the feed that brings other servers' vitals and alerts.
+      if (message.live) setStatus("live", "live");
+      else setStatus("lost", "not live: " + message.text);
     } else if (message.type === "vitals.update") {
       const shown = applyVitals(message.patient, message.vitals);
       const banner = $("#census-changed");
