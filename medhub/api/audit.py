@@ -106,8 +106,9 @@ class AuditTrail:
             "who": {"display": principal.display or principal.subject}
             if principal
             else {"display": "anonymous"},
-            "network": {"address": client, "type": "2"},
         }
+        if client:  # an empty address is invalid FHIR and would lose the whole record
+            agent["network"] = {"address": client, "type": "2"}
         if principal is not None:
             agent["altId"] = f"{principal.kind}:{principal.subject}"
             agent["role"] = [{"text": principal.role}]

@@ -119,13 +119,12 @@ def same_origin(websocket: WebSocket) -> bool:
     return urlsplit(origin).netloc.lower() == websocket.headers.get("host", "").lower()
 
 
-def _audit(websocket: WebSocket, client: Client) -> None:
-    """Record the patients this socket was sent data about, then start a new list."""
+def _write_audit(websocket: WebSocket, client: Client, patients: set[str]) -> None:
+    """Commit one AuditEvent naming ``patients`` (runs in a worker thread)."""
     trail = client.context.audit
-    if trail is None or not client.sent_patients:
+    if trail is None:
         return
     request = Request({**websocket.scope, "type": "http", "method": "GET"})
-    patients, client.sent_patients = client.sent_patients, set()
     try:
         trail.record(
             trail.event(
@@ -136,8 +135,25 @@ def _audit(websocket: WebSocket, client: Client) -> None:
                 patients=patients,
             )
         )
-    except MedhubError as exc:
-        log.error("live.audit_not_recorded", error=exc.message, patients=len(patients))
+    except Exception as exc:  # logged, never lost in a future nobody awaits
+        reason = exc.message if isinstance(exc, MedhubError) else repr(exc)
+        log.error("live.audit_not_recorded", error=reason, patients=len(patients))
+
+
+async def _audit(websocket: WebSocket, client: Client) -> None:
+    """Record the patients this socket was sent data about, then start a new list.
+
+    The list is taken on the event loop (no thread races the sender adding to
+    it) and the write is shielded: a socket closing, or its task being
+    cancelled, must not cancel the write before a worker thread has picked it
+    up, which is what ``await asyncio.to_thread(...)`` alone would do.
+    """
+    if client.context.audit is None or not client.sent_patients:
+        return
+    patients, client.sent_patients = client.sent_patients, set()
+    loop = asyncio.get_running_loop()
+    write = loop.run_in_executor(None, _write_audit, websocket, client, patients)
+    await asyncio.shield(write)
 
 
 async def _send_events(
@@ -156,12 +172,15 @@ async def _send_events(
         if subscription.overflowed:
             return TOO_SLOW, "too many events queued: reload"
         if await client.may_see(event):
-            await websocket.send_json(event.message())
+            # Noted before the send: a socket closed while the send is in flight may have
+            # shown the data already, and an audit naming one patient too many is the
+            # safe side of that race (the record would otherwise be lost with the task).
             if event.patient is not None:
                 client.sent_patients.add(event.patient)
+            await websocket.send_json(event.message())
         if time.monotonic() - audited > AUDIT_SECONDS:
             audited = time.monotonic()
-            await asyncio.to_thread(_audit, websocket, client)
+            await _audit(websocket, client)
 
 
 async def _drain(websocket: WebSocket) -> None:
@@ -215,4 +234,4 @@ async def live_socket(websocket: WebSocket) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await asyncio.to_thread(_audit, websocket, client)
+        await _audit(websocket, client)

@@ -428,3 +428,38 @@ def test_pages_and_the_live_socket_are_audited_with_the_patients_shown(
     while time.monotonic() < deadline and not _audited_patients(site, "/ws"):
         time.sleep(0.05)
     assert _audited_patients(site, "/ws") == {f"Patient/{site.icu_patient}"}
+
+
+def test_a_socket_closed_while_its_audit_waits_for_a_thread_still_records_it(
+    sqlite_store: SqlResourceStore,
+) -> None:
+    """On a busy box the audit write may not have started when the socket's task is
+    cancelled (the page closed); the patients shown must be recorded all the same."""
+    trail = AuditTrail(sqlite_store, clock=utc_now)
+    nurse = Principal(subject="n", role="nurse", care_units=frozenset({"ICU"}))
+    client = ui_socket.Client(nurse, ApiContext(store=sqlite_store, audit=trail), None)
+    client.sent_patients.add("p-shown")
+    socket = type("Socket", (), {"scope": {"type": "websocket", "path": "/ws", "headers": []}})
+
+    async def run() -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        executor = ThreadPoolExecutor(max_workers=1)
+        asyncio.get_running_loop().set_default_executor(executor)
+        release = threading.Event()
+        executor.submit(release.wait)  # the only worker is busy
+        try:
+            task = asyncio.create_task(ui_socket._audit(socket, client))  # type: ignore[arg-type]
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        finally:
+            release.set()
+
+    asyncio.run(run())  # shuts the executor down, waiting for its work
+    with sqlite_store.unit_of_work() as resources:
+        events = resources.search(parse_search("AuditEvent", [])).resources
+    [event] = [e.resource for e in events]
+    assert event["entity"][0]["what"]["reference"] == "Patient/p-shown"
+    assert not client.sent_patients
