@@ -118,6 +118,7 @@ class AlertComponents:
             try:
                 if device_checks:
                     await asyncio.to_thread(self.watch.tick, now)
+                    await asyncio.to_thread(self.catch_up_acknowledgements)
                 if escalation:
                     await asyncio.to_thread(
                         self.service.escalate_due, now=now, after=self.escalate_after
@@ -128,6 +129,10 @@ class AlertComponents:
             except Exception as exc:  # the store may be down; the next round retries
                 log.warning("alerts.checks_failed", reason=str(exc))
             await asyncio.sleep(self.check_every)
+
+    def catch_up_acknowledgements(self) -> int:
+        """Tell this process's detector of alerts acknowledged through any process's API."""
+        return self.watch.catch_up(self.service.list_alerts(states=("acknowledged",)))
 
     def _purge(self, before: datetime) -> None:
         with self.service.store.session() as session:

@@ -13,7 +13,9 @@ Acknowledgements flow back: wiring registers :meth:`VitalWatch.acknowledged`
 with the alert service, so an alert acknowledged in the API marks its alarm
 acknowledged in the running detector (:meth:`Detector.acknowledge`), and the
 :class:`~medhub.cds.ack_latch.AckLatch` keeps that acknowledged alarm from
-paging again while it flaps across its limit (``ack_silence``).
+paging again while it flaps across its limit (``ack_silence``). When the API
+runs in another process, :meth:`VitalWatch.catch_up` does the same from the
+acknowledged alerts in the database, on the devices process's check timer.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class VitalWatch:
         self._latch = AckLatch(_us(ack_silence))
         self._lock = threading.Lock()
         self._pending: list[AlarmEvent] = []
+        #: Acknowledged alerts already passed to the detector (see :meth:`catch_up`).
+        self._acknowledged: set[str] = set()
 
     def __call__(self, records: Sequence[SampleRecord]) -> None:
         """Run a stored batch through the detector (the ingest listener)."""
@@ -109,6 +113,7 @@ class VitalWatch:
             return False
         source = (alert.vital, alert.device_id, alert.channel)
         with self._lock:
+            self._acknowledged.add(alert.id)
             told = False
             for key in self._by_source.get(source, ()):
                 if key.patient_id not in (None, alert.patient_id):
@@ -118,6 +123,24 @@ class VitalWatch:
                     told = True
         log.info("alerts.acknowledged_in_detector", alert=alert.id, known=told)
         return told
+
+    def catch_up(self, acknowledged: Sequence[Alert]) -> int:
+        """Pass on acknowledgements made in another process; returns how many were new.
+
+        With ``medhub serve --role api`` and ``--role devices`` apart, the API's
+        alert service has no detector to tell: the devices process calls this
+        on its check timer with the alerts now acknowledged (read from the
+        database), so the latch silences a flapping acknowledged alarm there
+        too. ``acknowledged`` is the whole current list: ids no longer in it
+        (resolved) are forgotten, so the set stays as small as the open alerts.
+        """
+        current = {alert.id for alert in acknowledged}
+        with self._lock:
+            fresh = [alert for alert in acknowledged if alert.id not in self._acknowledged]
+            self._acknowledged = (self._acknowledged & current) | {a.id for a in fresh}
+        for alert in fresh:
+            self.acknowledged(alert)
+        return len(fresh)
 
     def _latched(self, events: list[AlarmEvent]) -> list[AlarmEvent]:
         """Events through the acknowledged-alarm latch (called with the lock held)."""

@@ -20,9 +20,11 @@ from medhub.api.app import create_app
 from medhub.api.deps import ApiContext, ComponentHealth
 from medhub.cds.alert_store import AlertService
 from medhub.cds.vital_watch import VitalWatch
+from medhub.config import Settings
 from medhub.db.outbox import OutboxEventRow
 from medhub.fhir.sql_store import SqlResourceStore
 from medhub.timeseries.records import SampleRecord
+from medhub.wiring_alerts import build_alerts
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 SILENCE = timedelta(seconds=120)
@@ -125,3 +127,29 @@ def test_acknowledging_an_alert_the_detector_no_longer_has_is_harmless(ward: War
     [alert] = ward.alerts("resolved")
     answer = ward.client.post(f"/api/v1/alerts/{alert['alert_id']}/acknowledge", json={"by": "n1"})
     assert answer.status_code == 409  # already resolved: the nurse is told so
+
+
+def test_an_acknowledgement_in_an_api_process_reaches_the_devices_process(
+    store: SqlResourceStore,
+) -> None:
+    """``serve --role api`` and ``--role devices`` apart: the API's alert service has no
+    detector to tell, so the devices process catches up from the database on its timer."""
+    devices = build_alerts(Settings(database_url="sqlite://"), store)
+    devices.watch = VitalWatch(devices.service, ack_silence=SILENCE)
+    api_service = AlertService(store)  # the api process's own, with no detector behind it
+    context = ApiContext(
+        store=store, health_checks={"db": lambda: ComponentHealth("up")}, alerts=api_service
+    )
+    with TestClient(create_app(context), raise_server_exceptions=False) as client:
+        ward = Ward(client, devices.watch, devices.service)
+        ward.spo2(97, 10)
+        ward.spo2(88, 20)
+        [alert] = ward.alerts()
+        answer = client.post(f"/api/v1/alerts/{alert['alert_id']}/acknowledge", json={"by": "n1"})
+        assert answer.status_code == 200, answer.text
+        assert devices.catch_up_acknowledgements() == 1  # what the devices' check round runs
+        assert devices.catch_up_acknowledgements() == 0  # told once
+        ward.spo2(95, 10)
+        ward.spo2(88, 20)  # back within the silence: the acknowledged alert stays, no new page
+        assert ward.topics() == ["alert.raised", "alert.acknowledged"]
+        assert [a["state"] for a in ward.alerts()] == ["acknowledged"]
