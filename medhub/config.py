@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -255,6 +256,21 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MEDHUB_JWT_SECRET", "jwt_secret"),
         description="HS256 key of the access tokens; required with a server database",
     )
+    jwt_accepted_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        validation_alias=AliasChoices("MEDHUB_JWT_ACCEPTED_SECRETS", "jwt_accepted_secrets"),
+        description="comma-separated keys whose tokens are still accepted but which no longer "
+        "sign: the overlap while rotating MEDHUB_JWT_SECRET (docs/runbook.md)",
+    )
+
+    @field_validator("jwt_accepted_secrets", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        """``a,b`` from the environment (keys hold no commas: hex or URL-safe base64)."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
     mllp: MllpSettings = Field(default_factory=MllpSettings)
     hl7_destinations: list[Hl7DestinationSettings] = Field(default_factory=list)
     timeseries_url: SecretStr | None = Field(
@@ -325,7 +341,9 @@ class Settings(BaseSettings):
 
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict safe to log: secrets and URL passwords masked."""
-        data = self.model_dump(mode="json", exclude={"http_port", "mllp_port", "jwt_secret"})
+        data = self.model_dump(
+            mode="json", exclude={"http_port", "mllp_port", "jwt_secret", "jwt_accepted_secrets"}
+        )
         for key, value in list(data.items()):
             secret = getattr(self, key, None)
             if isinstance(secret, SecretStr):

@@ -48,6 +48,17 @@ def signing_secret(settings: Settings) -> str:
         raise ConfigurationError(f"cannot read or create the signing secret {path}: {exc}") from exc
 
 
+def accepted_secrets(settings: Settings) -> tuple[str, ...]:
+    """``MEDHUB_JWT_ACCEPTED_SECRETS``: old keys still verified during a rotation."""
+    keys = tuple(key.get_secret_value() for key in settings.jwt_accepted_secrets)
+    for position, key in enumerate(keys, start=1):
+        if len(key) < 32:
+            raise ConfigurationError(
+                f"MEDHUB_JWT_ACCEPTED_SECRETS: key {position} must be at least 32 characters"
+            )
+    return keys
+
+
 @dataclass(frozen=True, slots=True)
 class SecurityComponents:
     security: Security
@@ -67,6 +78,7 @@ def build_security(settings: Settings, store: SqlResourceStore) -> SecurityCompo
         access_ttl=timedelta(seconds=auth.access_ttl_seconds),
         cookie_secure=settings.http.tls_cert_file is not None,
         limiter=RateLimiter(auth.rate_limit_per_minute, auth.rate_limit_burst),
+        accepted_secrets=accepted_secrets(settings),
     )
     access = PatientAccess(store, ttl_seconds=auth.care_unit_cache_seconds)
 

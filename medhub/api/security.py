@@ -75,6 +75,8 @@ class Security:
     access_ttl: timedelta = timedelta(minutes=15)
     cookie_secure: bool = False
     limiter: RateLimiter = field(default_factory=lambda: RateLimiter(6000, 1000))
+    #: Keys that no longer sign but whose unexpired tokens are accepted (key rotation).
+    accepted_secrets: tuple[str, ...] = ()
 
 
 def _client(request: Request) -> str:
@@ -117,7 +119,13 @@ def _authenticate(request: Request, security: Security) -> Principal:
             "authentication required: a Bearer token (POST /auth/login), an X-API-Key "
             "or a dashboard session"
         )
-    return decode_access_token(token, secret=security.secret, now=security.clock(), client=client)
+    return decode_access_token(
+        token,
+        secret=security.secret,
+        now=security.clock(),
+        client=client,
+        accepted=security.accepted_secrets,
+    )
 
 
 def current_principal(request: Request, context: ContextDep) -> Principal:

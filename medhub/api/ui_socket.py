@@ -105,7 +105,9 @@ def authenticate(websocket: WebSocket, context: ApiContext) -> tuple[Principal, 
         raise AuthenticationError("no dashboard session: log in at /ui/login")
     client = websocket.client.host if websocket.client else ""
     now = security.clock()
-    principal = decode_access_token(token, secret=security.secret, now=now, client=client)
+    principal = decode_access_token(
+        token, secret=security.secret, now=now, client=client, accepted=security.accepted_secrets
+    )
     claims = jwt.decode(token, options={"verify_signature": False})  # verified just above
     left = float(claims["exp"]) - now.timestamp()
     return principal, time.monotonic() + left
