@@ -138,6 +138,18 @@ FHIR_REQUEST_SECONDS: Final = Histogram(
     "answer (audit record included).",
     ["interaction"],
 )
+HTTP_REQUESTS: Final = Counter(
+    "medhub_http_requests",
+    "HTTP requests other than FHIR (JSON API, dashboards, auth, probes) by route template "
+    "(unmatched when no route serves the path), method and status.",
+    ["route", "method", "status"],
+)
+HTTP_REQUEST_SECONDS: Final = Histogram(
+    "medhub_http_request_seconds",
+    "Duration of HTTP requests other than FHIR by route template, to the last byte of the "
+    "answer (audit record included).",
+    ["route"],
+)
 COLLECT_ERRORS: Final = Counter(
     "medhub_metrics_collect_errors",
     "Scrape-time sources that failed and were left out of a scrape, by source (a database "

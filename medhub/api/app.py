@@ -26,6 +26,7 @@ from medhub.api.audit import install_audit
 from medhub.api.deps import ApiContext
 from medhub.api.fhir_format import negotiate
 from medhub.api.fhir_metrics import FhirRequestMetrics
+from medhub.api.http_metrics import HttpRequestMetrics
 from medhub.api.live import install_live
 from medhub.api.outcomes import install_error_handlers
 from medhub.api.request_context import RequestContext
@@ -97,6 +98,7 @@ def create_app(
     if context.audit is not None:
         install_audit(app, context.audit)
     app.add_middleware(FhirRequestMetrics)  # outside the audit: counts the status sent
+    app.add_middleware(HttpRequestMetrics)
     app.add_middleware(SecurityHeaders, hsts=hsts)
     if cors_origins:
         app.add_middleware(

@@ -133,3 +133,28 @@ def test_requests_outside_fhir_are_not_counted_as_fhir(client: TestClient) -> No
     after = current()
     total = sum(v for (name, _), v in after.items() if name == REQUESTS)
     assert total == sum(v for (name, _), v in delta.before.items() if name == REQUESTS)
+
+
+HTTP = "medhub_http_requests_total"
+
+
+def test_other_requests_count_by_route_template_never_by_id(client: TestClient) -> None:
+    delta = Delta()
+    assert client.get("/api/v1/devices/mon-secret-17").status_code == 404
+    assert client.get("/health").status_code == 200
+    assert client.get("/nowhere/patient-9").status_code == 404
+    assert client.request("BREW", "/health").status_code == 405
+    assert client.get("/fhir/metadata").status_code == 200  # counted as FHIR only
+    after = current()
+    route = "/api/v1/devices/{device_id}"
+    assert delta(HTTP, after, route=route, method="GET", status="404") == 1
+    assert delta(HTTP, after, route="/health", method="GET", status="200") == 1
+    assert delta(HTTP, after, route="unmatched", method="GET", status="404") == 1
+    assert delta(HTTP, after, route="/health", method="other", status="405") == 1
+    assert delta("medhub_http_request_seconds_count", after, route="/health") == 2
+    fhir = [
+        labels for (name, labels) in after if name == HTTP and ("route", "/fhir/metadata") in labels
+    ]
+    assert fhir == []
+    text = exposition().decode()
+    assert "mon-secret-17" not in text and "patient-9" not in text
