@@ -131,6 +131,12 @@ class MqttSettings(BaseModel):
     shared_group: str | None = Field(
         default=None, description="MQTT 5 shared subscription group for several consumers"
     )
+    partition: str | None = Field(
+        default=None,
+        description="k/N: take the devices whose id hashes to k of N, each consumer the whole "
+        "stream (one process per device: whole detector state); k may end a pod name "
+        "(medhub-devices-1/2); excludes shared_group",
+    )
     topic_prefix: str = "devices"
     session_expiry_seconds: int = Field(default=7 * 24 * 3600, ge=0)
     keepalive_seconds: int = Field(default=30, gt=0)

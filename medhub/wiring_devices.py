@@ -24,6 +24,7 @@ from medhub.config import Settings
 from medhub.db.engine import make_engine
 from medhub.devices.ingest import DeviceIngest
 from medhub.devices.line_parsers import ParserConfig, default_registry
+from medhub.devices.partition import parse_partition
 from medhub.devices.register_map_file import resolve_register_map
 from medhub.devices.registry import DeviceRegistry
 from medhub.errors import ConfigurationError
@@ -194,6 +195,7 @@ def _mqtt(
         options=IngestOptions(
             topic_prefix=options.topic_prefix,
             shared_group=options.shared_group,
+            partition=None if options.partition is None else parse_partition(options.partition),
             batch_messages=options.batch_messages,
             batch_seconds=options.batch_seconds,
             queue_messages=options.queue_messages,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Final, NamedTuple
@@ -114,9 +114,20 @@ class RejectionStats:
 class BatchDecoder:
     """Decodes batches for one consumer and keeps its rejection accounts."""
 
-    def __init__(self, *, topic_prefix: str, stats: RejectionStats, kept: int = 100) -> None:
+    def __init__(
+        self,
+        *,
+        topic_prefix: str,
+        stats: RejectionStats,
+        kept: int = 100,
+        owns: Callable[[str], bool] | None = None,
+    ) -> None:
         self.topic_prefix = topic_prefix
         self.stats = stats
+        #: Which devices this consumer takes (a partition); the others' messages are skipped.
+        self.owns = owns
+        #: Messages skipped as another partition's (acked with their batch, never decoded).
+        self.skipped = 0
         self.recent: deque[Rejection] = deque(maxlen=kept)
         self._log_due: dict[str, tuple[float, int]] = {}
 
@@ -126,6 +137,9 @@ class BatchDecoder:
             device_id: str | None = None
             try:
                 device_id = parse_topic(item.topic, prefix=self.topic_prefix).device_id
+                if self.owns is not None and not self.owns(device_id):
+                    self.skipped += 1
+                    continue
                 self._decode_one(item, device_id, decoded)
             except MedhubError as exc:
                 code = exc.issues[0].code if exc.issues else exc.fhir_issue_code

@@ -83,8 +83,9 @@ from medhub.adapters.mqtt_handlers import (
     log_alerts,
     registry_status_handler,
 )
+from medhub.devices.partition import Partition
 from medhub.devices.samples import SampleSink
-from medhub.errors import StoreUnavailableError
+from medhub.errors import ConfigurationError, StoreUnavailableError
 from medhub.metrics import SAMPLES_INGESTED
 
 __all__ = ["IngestOptions", "MqttIngest", "MqttIngestStats", "registry_status_handler"]
@@ -103,6 +104,8 @@ class IngestOptions:
     topic_prefix: str = "devices"
     #: MQTT 5 shared subscription group: several medhub processes share the vitals stream.
     shared_group: str | None = None
+    #: Or: take only this partition's devices, each process the whole stream (no group).
+    partition: Partition | None = None
     qos: int = 1
     batch_messages: int = 500
     #: How long a batch waits for more messages after its first; 0: take what has arrived.
@@ -153,11 +156,17 @@ class MqttIngest:
     ) -> None:
         self.connection = connection
         self.options = options or IngestOptions()
+        if self.options.partition is not None and self.options.shared_group:
+            raise ConfigurationError(
+                "MEDHUB_MQTT__PARTITION and MEDHUB_MQTT__SHARED_GROUP exclude each other: "
+                "a partition takes its devices from the whole stream"
+            )
         self.stats = MqttIngestStats()
         self._decoder = BatchDecoder(
             topic_prefix=self.options.topic_prefix,
             stats=self.stats,
             kept=self.options.rejections_kept,
+            owns=None if self.options.partition is None else self.options.partition.owns,
         )
         #: The last refused payloads, newest last (for inspection and the API).
         self.recent_rejections = self._decoder.recent
@@ -230,6 +239,11 @@ class MqttIngest:
         self._client.disconnect()
         self._client.loop_stop()
         log.info("mqtt.stopped", messages=self.stats.messages, samples=self.stats.samples)
+
+    @property
+    def skipped_messages(self) -> int:
+        """Messages of other partitions' devices, acked unread (:mod:`medhub.devices.partition`)."""
+        return self._decoder.skipped
 
     def topics(self) -> list[str]:
         prefix = self.options.topic_prefix

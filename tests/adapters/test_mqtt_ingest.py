@@ -44,6 +44,7 @@ from medhub.adapters.mqtt_simulator import run_simulator
 from medhub.db.engine import make_engine
 from medhub.devices.ingest import DeviceIngest
 from medhub.devices.mqtt_payload import DeviceAlert
+from medhub.devices.partition import Partition
 from medhub.devices.registry import DeviceRegistry
 from medhub.devices.registry_tables import DeviceStateRow
 from medhub.devices.samples import Sample
@@ -597,6 +598,58 @@ def test_a_shared_subscription_splits_the_stream_between_consumers(
     assert first.stats.messages + second.stats.messages == 40
     assert first.stats.messages > 0 and second.stats.messages > 0
     assert first.topics()[0] == f"$share/medhub-{uid}/devices/+/vitals"
+
+
+class DeviceNoting:
+    """The real ingest, noting which devices' samples came through this consumer."""
+
+    def __init__(self, ingest: DeviceIngest) -> None:
+        self.ingest = ingest
+        self.devices: set[str] = set()
+
+    def store(
+        self, samples: Sequence[Sample], *, received_at: datetime, sent_at: datetime | None = None
+    ) -> None:
+        self.devices.update(sample.device_id for sample in samples)
+        self.ingest.store(samples, received_at=received_at, sent_at=sent_at)
+
+
+def test_partitions_give_each_device_to_one_consumer(
+    consumers: Consumers, parts: Parts, uid: str, publisher: Publisher
+) -> None:
+    """Every device's messages at one consumer, whole (its detector sees the whole stream);
+    the other consumer acks them unread; each is stored once."""
+    sinks = [DeviceNoting(parts.ingest), DeviceNoting(parts.ingest)]
+    started = [
+        consumers.start(
+            f"medhub-test-{uid}-p{k}",
+            sinks[k],
+            options=IngestOptions(batch_seconds=0.01, partition=Partition(k, 2)),
+        )
+        for k in (0, 1)
+    ]
+    devices = [f"t{uid}-p{n}" for n in range(12)]
+    for minute in range(3):
+        for device in devices:
+            publisher.send(
+                f"devices/{device}/vitals", hr_message(T0 + timedelta(minutes=minute), 2)
+            )
+    wait_until(lambda: parts.ingest.samples_stored == 12 * 3 * 2, "every sample stored once")
+    wait_until(lambda: sum(c.stats.messages for c in started) == 2 * 36, "every copy acked")
+    owners = {k: {d for d in devices if Partition(k, 2).owns(d)} for k in (0, 1)}
+    assert [sinks[k].devices for k in (0, 1)] == [owners[0], owners[1]]
+    assert owners[0] and owners[1]
+    assert [c.skipped_messages for c in started] == [3 * len(owners[1]), 3 * len(owners[0])]
+    assert all(len(stored(parts, d)) == 6 for d in devices)
+    assert started[0].topics()[0] == "devices/+/vitals"  # no share group: the whole stream
+
+
+def test_a_partition_and_a_share_group_together_are_refused(
+    broker: MqttConnection, parts: Parts
+) -> None:
+    options = IngestOptions(shared_group="medhub", partition=Partition(0, 2))
+    with pytest.raises(ConfigurationError, match="exclude each other"):
+        MqttIngest(broker, DeviceNoting(parts.ingest), options=options)
 
 
 # -- the simulator, end to end --------------------------------------------------------

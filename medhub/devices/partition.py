@@ -1,0 +1,56 @@
+"""Which devices one ``devices`` process takes when the stream is partitioned (pure).
+
+An MQTT 5 shared subscription hands each *message* to any consumer of the
+group, so with several consumers one monitor's samples are split between
+processes, and so is the detector's per-stream state (persistence, signal
+lost, the acknowledged-alarm latch). A partition gives each *device* to one
+process instead: every process subscribes to the whole stream without a
+share group and keeps the devices whose id hashes to its index, acknowledging
+the others' messages unread (their owner receives its own copy). The price
+is that every process receives every message, and a partition whose process
+is down waits for it at the broker (its session queues the messages) instead
+of failing over.
+
+``MEDHUB_MQTT__PARTITION=k/N``: this process is partition ``k`` of ``N``
+(0-based). ``k`` may be given as a name ending in ``-k``, such as the pod
+name of a StatefulSet (``medhub-devices-1/3``), so one setting serves every
+replica.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from typing import Final
+
+from medhub.errors import ConfigurationError
+
+_FORM: Final = re.compile(r"^(?:.*-)?(\d+)/(\d+)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """Partition ``index`` of ``count``: the devices whose CRC-32 of the id is ``index``."""
+
+    index: int
+    count: int
+
+    def owns(self, device_id: str) -> bool:
+        """Stable across processes, restarts and Python versions (not ``hash()``)."""
+        return zlib.crc32(device_id.encode()) % self.count == self.index
+
+
+def parse_partition(text: str) -> Partition:
+    """``"1/3"`` or ``"medhub-devices-1/3"`` -> Partition(1, 3); ConfigurationError otherwise."""
+    match = _FORM.match(text.strip())
+    if match is None:
+        raise ConfigurationError(
+            f"MEDHUB_MQTT__PARTITION={text!r}: expected k/N, e.g. 0/2 or medhub-devices-0/2"
+        )
+    index, count = int(match.group(1)), int(match.group(2))
+    if not 0 <= index < count:
+        raise ConfigurationError(
+            f"MEDHUB_MQTT__PARTITION={text!r}: the index must be 0 to {count - 1} for {count}"
+        )
+    return Partition(index, count)
