@@ -12,7 +12,9 @@ SQLite and on PostgreSQL.
   and NIBP), ``--per-message`` samples per message, generated before the
   clock starts so the publisher costs only ``publish`` calls.
 * The consumer runs in its own process(es) (``--consumers N`` uses an MQTT 5
-  shared subscription), so its RSS is its own; the publisher runs here.
+  shared subscription, or with ``--split partition`` MEDHUB_MQTT__PARTITION:
+  every consumer receives every message and keeps its own devices'), so its
+  RSS is its own; the publisher runs here.
 * Closed loop: the publisher keeps at most ``--lag`` messages published but
   not yet stored, so the figure is what the consumer sustains, and the broker
   never has to queue more than its ``max_queued_messages`` (nothing dropped).
@@ -22,7 +24,8 @@ SQLite and on PostgreSQL.
   (DESIGN.md's reference point), orjson, and medhub's ``decode_vitals``.
 
 Usage: python bench/device_ingest.py [--seconds 15] [--backends sqlite,postgres]
-       [--consumers 1] [--per-message 60] [--protocol 5] [--quick]
+       [--consumers 1] [--split shared|partition] [--per-message 60] [--protocol 5]
+       [--quick]
 """
 
 from __future__ import annotations
@@ -111,6 +114,7 @@ def consumer(
     url: str,
     client_id: str,
     group: str | None,
+    partition: str | None,
     protocol: str,
     state_interval: float,
     stored: Synchronized[int],
@@ -141,7 +145,14 @@ def consumer(
         client_id=client_id,
         protocol=protocol,  # type: ignore[arg-type]
     )
-    options = IngestOptions(shared_group=group, batch_messages=500, queue_messages=2000)
+    from medhub.devices.partition import parse_partition
+
+    options = IngestOptions(
+        shared_group=group,
+        partition=None if partition is None else parse_partition(partition),
+        batch_messages=500,
+        queue_messages=2000,
+    )
     mqtt_ingest = MqttIngest(connection, ingest, options=options)
     mqtt_ingest.start()
     if not mqtt_ingest.wait_ready(30):
@@ -205,6 +216,7 @@ def run(
     protocol: str,
     lag: int,
     state_interval: float,
+    split: str = "shared",
 ) -> dict[str, Any]:
     from medhub.db.engine import make_engine
     from medhub.devices.registry import DeviceRegistry
@@ -226,7 +238,11 @@ def run(
     counters = [ctx.Value("q", 0, lock=False) for _ in range(consumers)]
     readies = [ctx.Event() for _ in range(consumers)]
     tag = uuid.uuid4().hex[:8]
-    group = f"bench-{tag}" if consumers > 1 else None
+    group = f"bench-{tag}" if consumers > 1 and split == "shared" else None
+    partitions = [
+        f"{i}/{consumers}" if consumers > 1 and split == "partition" else None
+        for i in range(consumers)
+    ]
     ids = [f"bench-{tag}-{i}" for i in range(consumers)]
     procs = [
         ctx.Process(
@@ -235,6 +251,7 @@ def run(
                 url,
                 ids[i],
                 group,
+                partitions[i],
                 protocol,
                 state_interval,
                 counters[i],
@@ -281,6 +298,7 @@ def run(
     return {
         "backend": backend,
         "consumers": consumers,
+        "split": split if consumers > 1 else "-",
         "state_interval": state_interval,
         "rate": (final[1] - mark[1]) / elapsed if elapsed > 0 else float("nan"),
         "window": elapsed,
@@ -390,6 +408,13 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--consumers", default="1", help="comma list, e.g. 1,2")
     parser.add_argument("--protocol", default="5", choices=["3.1.1", "5"])
+    parser.add_argument(
+        "--split",
+        default="shared",
+        choices=["shared", "partition"],
+        help="how several consumers share the stream: MQTT 5 shared subscription, or "
+        "MEDHUB_MQTT__PARTITION (every consumer gets every message, keeps its devices')",
+    )
     parser.add_argument("--lag", type=int, default=1500, help="max messages not yet stored")
     parser.add_argument("--quick", action="store_true", help="3 s windows (smoke test)")
     args = parser.parse_args()
@@ -432,6 +457,7 @@ def main() -> None:
                 [
                     result["backend"],
                     result["consumers"],
+                    result["split"],
                     round(result["state_interval"]),
                     round(result["window"], 1),
                     round(result["rate"]),
@@ -451,6 +477,7 @@ def main() -> None:
         [
             "backend",
             "consumers",
+            "split",
             "state every s",
             "window s",
             "samples/s stored",
@@ -488,6 +515,7 @@ def run_one(
         protocol=args.protocol,
         lag=args.lag,
         state_interval=state_interval,
+        split=args.split,
     )
 
 

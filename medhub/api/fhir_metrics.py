@@ -15,13 +15,13 @@ middleware, which may turn an answer into 503).
 
 from __future__ import annotations
 
-import time
 from typing import Final
 
 from fastapi import Request
 from prometheus_client import Counter, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
+from medhub.api.request_timer import RequestTimer, is_fhir
 from medhub.metrics import FHIR_REQUEST_SECONDS, FHIR_REQUESTS
 
 _STATE_KEY: Final = "fhir_interaction"
@@ -74,37 +74,18 @@ def note_interaction(request: Request, interaction: str) -> None:
     setattr(request.state, _STATE_KEY, interaction)
 
 
-def _is_fhir(path: str) -> bool:
-    return path == "/fhir" or path.startswith("/fhir/")
-
-
-class FhirRequestMetrics:
+class FhirRequestMetrics(RequestTimer):
     """Pure ASGI middleware: ``medhub_fhir_requests_total`` and ``medhub_fhir_request_seconds``."""
 
     def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+        super().__init__(app)
         self._counters: dict[tuple[str, int], Counter] = {}
         self._timers: dict[str, Histogram] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_fhir(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # an exception escaping the app is answered 500 by Starlette
+    def takes(self, path: str) -> bool:
+        return is_fhir(path)
 
-        async def noting_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, noting_status)
-        finally:
-            self._record(scope, status, time.perf_counter() - started)
-
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+    def record(self, scope: Scope, status: int, seconds: float) -> None:
         interaction = scope.get("state", {}).get(_STATE_KEY)
         if interaction is None:
             route = scope.get("route")

@@ -13,49 +13,30 @@ gets, audit included.
 
 from __future__ import annotations
 
-import time
 from typing import Final
 
 from prometheus_client import Counter, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
+from medhub.api.request_timer import RequestTimer, is_fhir
 from medhub.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS
 
 UNMATCHED: Final = "unmatched"
 _METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
-def _is_fhir(path: str) -> bool:
-    return path == "/fhir" or path.startswith("/fhir/")
-
-
-class HttpRequestMetrics:
+class HttpRequestMetrics(RequestTimer):
     """``medhub_http_requests_total`` and ``medhub_http_request_seconds`` for non-FHIR paths."""
 
     def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+        super().__init__(app)
         self._counters: dict[tuple[str, str, int], Counter] = {}
         self._timers: dict[str, Histogram] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _is_fhir(scope["path"]):
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500  # an exception escaping the app is answered 500 by Starlette
+    def takes(self, path: str) -> bool:
+        return not is_fhir(path)
 
-        async def noting_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, noting_status)
-        finally:
-            self._record(scope, status, time.perf_counter() - started)
-
-    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+    def record(self, scope: Scope, status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or UNMATCHED
         method = scope["method"] if scope["method"] in _METHODS else "other"
         key = (route, method, status)
