@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
@@ -24,17 +25,24 @@ from medhub.config import Settings
 from medhub.db.engine import make_engine
 from medhub.devices.ingest import DeviceIngest
 from medhub.devices.line_parsers import ParserConfig, default_registry
-from medhub.devices.partition import parse_partition
+from medhub.devices.partition import PartitionGate, parse_partition
+from medhub.devices.partition_claims import PartitionClaims
 from medhub.devices.register_map_file import resolve_register_map
 from medhub.devices.registry import DeviceRegistry
 from medhub.errors import ConfigurationError
 from medhub.fhir.sql_store import SqlResourceStore
+from medhub.fhir.write_rules import utc_now
 from medhub.timeseries.sample_store import SampleStore
 from medhub.timeseries.schema import migrate
 from medhub.timeseries.spool import SpoolingWriter
 from medhub.wiring_device_alarms import DeviceAlarmHandler
 
 log = structlog.get_logger(__name__)
+
+#: A partitioned consumer renews its claim this often; a claim older than
+#: PARTITION_STALE_SECONDS is a process gone, and the others take its devices.
+PARTITION_RENEW_SECONDS: Final = 5.0
+PARTITION_STALE_SECONDS: Final = 20.0
 
 
 @dataclass
@@ -49,6 +57,9 @@ class DeviceComponents:
     serial: list[SerialReader] = field(default_factory=list)
     mqtt: MqttIngest | None = None
     retention_days: int = 30
+    #: With ``MEDHUB_MQTT__PARTITION``: this process's claim, and the decoder's gate.
+    partition_claims: PartitionClaims | None = None
+    partition_gate: PartitionGate | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def migrate(self) -> None:
@@ -64,10 +75,15 @@ class DeviceComponents:
         if self.modbus is not None:
             self._tasks.append(asyncio.create_task(self.modbus.run(), name="modbus"))
         self._tasks.append(asyncio.create_task(self._retention(), name="sample-retention"))
+        if self.partition_claims is not None:
+            self._tasks.append(asyncio.create_task(self._claim(), name="partition-claim"))
 
     async def close(self) -> None:
         if self.mqtt is not None:
             await asyncio.to_thread(self.mqtt.stop, 10.0)
+        if self.partition_claims is not None:
+            with contextlib.suppress(Exception):  # a dead claim stops counting by itself
+                await asyncio.to_thread(self.partition_claims.release)
         if self.modbus is not None:
             self.modbus.stop()
         for task in self._tasks:
@@ -82,6 +98,31 @@ class DeviceComponents:
         if self.spool is not None:
             await asyncio.to_thread(self.spool.close)
         self.samples.engine.dispose()
+
+    def renew_partition_claim(self) -> bool:
+        """Renew the claim and open or close the gate; on any failure take every device."""
+        claims, gate = self.partition_claims, self.partition_gate
+        if claims is None or gate is None:
+            return False
+        try:
+            covered = claims.renew()
+        except Exception as exc:  # cannot tell who is there: skip nothing
+            log.warning("mqtt.partition_claim_failed", reason=str(exc))
+            covered = False
+        if covered != gate.covered:
+            log.info(
+                "mqtt.partition_covered" if covered else "mqtt.partition_uncovered",
+                partition=f"{claims.partition.index}/{claims.partition.count}",
+                taking="own devices" if covered else "every device",
+            )
+        gate.covered = covered
+        return covered
+
+    async def _claim(self) -> None:
+        """Renew this process's partition claim every few seconds."""
+        while True:
+            await asyncio.to_thread(self.renew_partition_claim)
+            await asyncio.sleep(PARTITION_RENEW_SECONDS)
 
     async def _retention(self) -> None:
         """Drop samples older than the retention period, hourly (and once at start)."""
@@ -162,15 +203,40 @@ def build_devices(
     if alerts is not None and settings.alerts.device_alarms:
         on_alerts = DeviceAlarmHandler(alerts, ingest)
     mqtt = None
+    claims = gate = None
     if settings.mqtt_url is not None and transports:
-        mqtt = _mqtt(settings, ingest, registry, on_alerts)
+        if settings.mqtt.partition is not None:
+            partition = parse_partition(settings.mqtt.partition)
+            gate = PartitionGate(partition)
+            claims = PartitionClaims(
+                store.session,
+                client_id=settings.mqtt.client_id,
+                topic_prefix=settings.mqtt.topic_prefix,
+                partition=partition,
+                clock=utc_now,
+                stale_after=timedelta(seconds=PARTITION_STALE_SECONDS),
+            )
+        mqtt = _mqtt(settings, ingest, registry, on_alerts, gate)
     return DeviceComponents(
-        samples, registry, ingest, spool, modbus, serial, mqtt, settings.devices.retention_days
+        samples,
+        registry,
+        ingest,
+        spool,
+        modbus,
+        serial,
+        mqtt,
+        settings.devices.retention_days,
+        partition_claims=claims,
+        partition_gate=gate,
     )
 
 
 def _mqtt(
-    settings: Settings, ingest: DeviceIngest, registry: DeviceRegistry, on_alerts: AlertsHandler
+    settings: Settings,
+    ingest: DeviceIngest,
+    registry: DeviceRegistry,
+    on_alerts: AlertsHandler,
+    gate: PartitionGate | None,
 ) -> MqttIngest:
     assert settings.mqtt_url is not None
     options = settings.mqtt
@@ -195,7 +261,7 @@ def _mqtt(
         options=IngestOptions(
             topic_prefix=options.topic_prefix,
             shared_group=options.shared_group,
-            partition=None if options.partition is None else parse_partition(options.partition),
+            partition=gate,
             batch_messages=options.batch_messages,
             batch_seconds=options.batch_seconds,
             queue_messages=options.queue_messages,

@@ -83,7 +83,7 @@ from medhub.adapters.mqtt_handlers import (
     log_alerts,
     registry_status_handler,
 )
-from medhub.devices.partition import Partition
+from medhub.devices.partition import PartitionGate
 from medhub.devices.samples import SampleSink
 from medhub.errors import ConfigurationError, StoreUnavailableError
 from medhub.metrics import SAMPLES_INGESTED
@@ -104,8 +104,9 @@ class IngestOptions:
     topic_prefix: str = "devices"
     #: MQTT 5 shared subscription group: several medhub processes share the vitals stream.
     shared_group: str | None = None
-    #: Or: take only this partition's devices, each process the whole stream (no group).
-    partition: Partition | None = None
+    #: Or: take only this partition's devices, each process the whole stream (no group);
+    #: the gate takes every device until the partition claims show all parts held.
+    partition: PartitionGate | None = None
     qos: int = 1
     batch_messages: int = 500
     #: How long a batch waits for more messages after its first; 0: take what has arrived.

@@ -21,6 +21,7 @@ from medhub.api import account_tables as _account_tables  # noqa: F401
 from medhub.cds import alert_rows as _alert_tables  # noqa: F401
 from medhub.db import outbox as _outbox_tables  # noqa: F401
 from medhub.db.base import metadata
+from medhub.devices import partition_claims as _partition_tables  # noqa: F401
 from medhub.devices import registry_tables as _device_tables  # noqa: F401
 from medhub.fhir import key_locks as _key_lock_table  # noqa: F401
 from medhub.fhir import sql_tables as _fhir_tables  # noqa: F401

@@ -44,7 +44,7 @@ from medhub.adapters.mqtt_simulator import run_simulator
 from medhub.db.engine import make_engine
 from medhub.devices.ingest import DeviceIngest
 from medhub.devices.mqtt_payload import DeviceAlert
-from medhub.devices.partition import Partition
+from medhub.devices.partition import Partition, PartitionGate
 from medhub.devices.registry import DeviceRegistry
 from medhub.devices.registry_tables import DeviceStateRow
 from medhub.devices.samples import Sample
@@ -620,11 +620,14 @@ def test_partitions_give_each_device_to_one_consumer(
     """Every device's messages at one consumer, whole (its detector sees the whole stream);
     the other consumer acks them unread; each is stored once."""
     sinks = [DeviceNoting(parts.ingest), DeviceNoting(parts.ingest)]
+    gates = [PartitionGate(Partition(k, 2)) for k in (0, 1)]
+    for gate in gates:
+        gate.covered = True  # as the claims in the database would say (test_partition_claims)
     started = [
         consumers.start(
             f"medhub-test-{uid}-p{k}",
             sinks[k],
-            options=IngestOptions(batch_seconds=0.01, partition=Partition(k, 2)),
+            options=IngestOptions(batch_seconds=0.01, partition=gates[k]),
         )
         for k in (0, 1)
     ]
@@ -644,10 +647,34 @@ def test_partitions_give_each_device_to_one_consumer(
     assert started[0].topics()[0] == "devices/+/vitals"  # no share group: the whole stream
 
 
+def test_until_every_partition_is_known_to_be_held_each_consumer_takes_every_device(
+    consumers: Consumers, parts: Parts, uid: str, publisher: Publisher
+) -> None:
+    """A message acked unread is lost unless its owner is there: in doubt, skip nothing;
+    the sample store keeps one copy of what both consumers store."""
+    sinks = [DeviceNoting(parts.ingest), DeviceNoting(parts.ingest)]
+    started = [
+        consumers.start(
+            f"medhub-test-{uid}-u{k}",
+            sinks[k],
+            options=IngestOptions(batch_seconds=0.01, partition=PartitionGate(Partition(k, 2))),
+        )
+        for k in (0, 1)
+    ]
+    devices = [f"t{uid}-u{n}" for n in range(6)]
+    for device in devices:
+        publisher.send(f"devices/{device}/vitals", hr_message(T0, 2))
+    wait_until(lambda: sum(c.stats.messages for c in started) == 12, "both copies acked")
+    wait_until(lambda: all(len(stored(parts, d)) == 2 for d in devices), "every sample")
+    assert sinks[0].devices == sinks[1].devices == set(devices)
+    assert [c.skipped_messages for c in started] == [0, 0]
+    assert parts.ingest.samples_duplicate == 12  # the second copy of each, dropped
+
+
 def test_a_partition_and_a_share_group_together_are_refused(
     broker: MqttConnection, parts: Parts
 ) -> None:
-    options = IngestOptions(shared_group="medhub", partition=Partition(0, 2))
+    options = IngestOptions(shared_group="medhub", partition=PartitionGate(Partition(0, 2)))
     with pytest.raises(ConfigurationError, match="exclude each other"):
         MqttIngest(broker, DeviceNoting(parts.ingest), options=options)
 
