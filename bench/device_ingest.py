@@ -145,11 +145,15 @@ def consumer(
         client_id=client_id,
         protocol=protocol,  # type: ignore[arg-type]
     )
-    from medhub.devices.partition import parse_partition
+    from medhub.devices.partition import PartitionGate, parse_partition
 
+    gate = None
+    if partition is not None:
+        gate = PartitionGate(parse_partition(partition))
+        gate.covered = True  # both consumers run from the start: what the claims would say
     options = IngestOptions(
         shared_group=group,
-        partition=None if partition is None else parse_partition(partition),
+        partition=gate,
         batch_messages=500,
         queue_messages=2000,
     )
