@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, Metric
 from sqlalchemy import Engine
 from sqlalchemy.pool import QueuePool
 
@@ -178,6 +178,21 @@ def process_source(
                 [],
                 [([], mqtt.queued)],
             )
+            gate = mqtt.options.partition
+            if gate is not None:
+                yield gauge(
+                    "medhub_mqtt_partition_covered",
+                    "1 while the partition claims show every part held, so this process takes "
+                    "only its own devices; 0: it takes every device (a part not running, N "
+                    "changing, or the claims unreadable).",
+                    [],
+                    [([], 1 if gate.covered else 0)],
+                )
+                yield CounterMetricFamily(
+                    "medhub_mqtt_messages_skipped",
+                    "MQTT messages of other partitions' devices, acknowledged unread.",
+                    value=mqtt.skipped_messages,
+                )
         if spool is not None:
             batches, samples = spool.backlog
             yield gauge(

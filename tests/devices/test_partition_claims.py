@@ -13,7 +13,10 @@ from medhub.devices.partition import Claim, Partition, PartitionGate, covered
 from medhub.devices.partition_claims import PartitionClaims
 from medhub.errors import ConfigurationError, StoreUnavailableError
 from medhub.fhir.sql_store import SqlResourceStore
-from medhub.wiring_devices import build_devices
+from medhub.metrics import exposition
+from medhub.wiring_devices import DeviceComponents, build_devices
+from medhub.wiring_metrics import scrape_collector
+from tests.scrape import parse, value
 
 T0 = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
 STALE = timedelta(seconds=20)
@@ -113,6 +116,13 @@ def test_changing_n_replica_by_replica_never_skips_a_device(store: SqlResourceSt
     assert all(c.renew() for c in new)
 
 
+def covered_gauge(store: SqlResourceStore, parts: DeviceComponents) -> float:
+    """``medhub_mqtt_partition_covered`` as ``/metrics`` shows it for this process."""
+    samples = parse(exposition(scrape_collector(store=store, mqtt=parts.mqtt)).decode())
+    assert value(samples, "medhub_mqtt_messages_skipped_total") == 0
+    return value(samples, "medhub_mqtt_partition_covered")
+
+
 def test_the_wiring_gates_the_decoder_on_the_renewed_claims(sqlite_store: SqlResourceStore) -> None:
     settings = Settings(
         database_url="sqlite://",
@@ -124,8 +134,10 @@ def test_the_wiring_gates_the_decoder_on_the_renewed_claims(sqlite_store: SqlRes
     assert parts.mqtt is not None and parts.partition_gate is not None
     assert parts.mqtt.options.partition is parts.partition_gate
     assert parts.partition_gate.covered is False
+    assert covered_gauge(sqlite_store, parts) == 0.0
     assert parts.renew_partition_claim() is True  # the only partition of one: covered
     assert parts.partition_gate.covered is True
+    assert covered_gauge(sqlite_store, parts) == 1.0  # what an operator alerts on
 
 
 def test_a_claim_that_cannot_be_renewed_opens_the_gate_to_every_device(
